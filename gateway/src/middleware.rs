@@ -1,0 +1,182 @@
+//! Request pipeline pieces: request id, access-token verification, per-IP and per-user rate
+//! limits, and HTTP metrics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use shopmesh_platform::auth::{AuthError, bearer_token};
+use shopmesh_platform::grpc::REQUEST_ID;
+use shopmesh_platform::problem::Problem;
+use shopmesh_platform::settings::RateLimit;
+use tracing::Instrument;
+
+use crate::extract::{Authentication, RequestId};
+use crate::state::AppState;
+
+type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// Per-IP and per-user token buckets (GCRA), in memory per gateway instance. nginx adds a
+/// per-IP limit across the whole pool.
+pub struct Limiters {
+    per_ip: KeyedLimiter<IpAddr>,
+    per_user: KeyedLimiter<String>,
+}
+
+fn quota(limit: RateLimit) -> Quota {
+    let rate = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+impl Limiters {
+    pub fn new(per_ip: RateLimit, per_user: RateLimit) -> Self {
+        Self {
+            per_ip: RateLimiter::keyed(quota(per_ip)),
+            per_user: RateLimiter::keyed(quota(per_user)),
+        }
+    }
+
+    /// Forgets buckets that are full again, so memory follows active clients only.
+    pub fn prune(&self) {
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+        self.per_user.retain_recent();
+        self.per_user.shrink_to_fit();
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate limit exceeded, slow down",
+    )
+    .with_retry_after(secs.max(1))
+    .into_response()
+}
+
+fn valid_request_id(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Keeps a well-formed incoming `x-request-id` (nginx sets one) or mints a UUIDv7, runs the
+/// request in a span carrying it, and echoes it on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID, value);
+    }
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "http",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// Records request count and latency by method, route template and status.
+pub async fn metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone())
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
+    if response.status().is_server_error() {
+        tracing::error!(status = %status, elapsed_ms = elapsed.as_millis() as u64, "request failed");
+    } else {
+        tracing::info!(status = %status, elapsed_ms = elapsed.as_millis() as u64, "request");
+    }
+    response
+}
+
+fn client_ip(req: &Request, trust_proxy_headers: bool) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    // nginx sets X-Real-IP to the address it saw; X-Forwarded-For can be forged by clients.
+    let forwarded = trust_proxy_headers
+        .then(|| req.headers().get("x-real-ip"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Applies the per-IP limit, verifies a bearer token if one is sent (recording the outcome for
+/// the extractors), then applies the per-user limit to verified callers.
+pub async fn authenticate_and_limit(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let now = DefaultClock::default().now();
+    let ip = client_ip(&req, state.policy.trust_proxy_headers);
+    if let Err(not_until) = state.limiters.per_ip.check_key(&ip) {
+        return too_many(not_until.wait_time_from(now));
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().ok().and_then(bearer_token).map(str::to_owned));
+    let authentication = match header {
+        None => None,
+        Some(None) => Some(Authentication::Refused),
+        Some(Some(token)) => Some(match state.jwks.verifier().verify(&token) {
+            Ok(identity) => Authentication::Verified { identity, token },
+            Err(AuthError::KeysUnavailable) => Authentication::KeysUnavailable,
+            Err(AuthError::UnknownKey) => {
+                // Perhaps the user service rotated its key: look again (rate-limited).
+                state.jwks.request_refresh();
+                Authentication::Refused
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "access token refused");
+                Authentication::Refused
+            }
+        }),
+    };
+    if let Some(Authentication::Verified { identity, .. }) = &authentication
+        && let Err(not_until) = state.limiters.per_user.check_key(&identity.user_id)
+    {
+        return too_many(not_until.wait_time_from(now));
+    }
+    if let Some(authentication) = authentication {
+        req.extensions_mut().insert(authentication);
+    }
+    next.run(req).await
+}
+
+/// Shared handle to the limiters.
+pub type SharedLimiters = Arc<Limiters>;

@@ -1,0 +1,128 @@
+//! `/api/auth/*`: registration, login, refresh and logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use shopmesh_contracts::user as pb;
+use shopmesh_platform::problem::Problem;
+
+use crate::dto::{
+    LoginBody, ProblemDoc, RefreshTokenBody, RegisterBody, TokenResponse, UserResponse,
+};
+use crate::extract::{Anonymous, ApiJson};
+use crate::routes::{PROBLEM, upstream};
+use crate::state::AppState;
+
+fn tokens(pair: Option<pb::TokenPair>) -> Result<axum::Json<TokenResponse>, Problem> {
+    pair.map(|t| axum::Json(t.into())).ok_or_else(|| {
+        tracing::error!("user service answered without tokens");
+        Problem::internal()
+    })
+}
+
+/// Create a customer account.
+#[utoipa::path(
+    post, path = "/api/auth/register", tag = "auth",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Account created", body = UserResponse),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = PROBLEM),
+        (status = 409, description = "The email is taken (in any letter case)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 422, description = "Invalid email, weak password, missing or unknown fields", body = ProblemDoc, content_type = PROBLEM),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    Anonymous(ctx): Anonymous,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<impl IntoResponse, Problem> {
+    let user = state
+        .user
+        .clone()
+        .register(ctx.request(pb::RegisterRequest {
+            email: body.email,
+            password: body.password,
+            name: body.name,
+        }))
+        .await
+        .map_err(upstream)?
+        .into_inner()
+        .user
+        .ok_or_else(Problem::internal)?;
+    Ok((StatusCode::CREATED, axum::Json(UserResponse::from(user))))
+}
+
+/// Exchange email and password for an access token and a refresh token.
+#[utoipa::path(
+    post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, description = "Unknown email or wrong password (one answer for both)", body = ProblemDoc, content_type = PROBLEM),
+        (status = 422, description = "Missing or unknown fields", body = ProblemDoc, content_type = PROBLEM),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    Anonymous(ctx): Anonymous,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<axum::Json<TokenResponse>, Problem> {
+    let response = state
+        .user
+        .clone()
+        .login(ctx.request(pb::LoginRequest {
+            email: body.email,
+            password: body.password,
+        }))
+        .await
+        .map_err(upstream)?;
+    tokens(response.into_inner().tokens)
+}
+
+/// Rotate a refresh token: the old one stops working, a new pair is returned. Presenting an
+/// already-rotated token revokes every token of that login session.
+#[utoipa::path(
+    post, path = "/api/auth/refresh", tag = "auth",
+    request_body = RefreshTokenBody,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ProblemDoc, content_type = PROBLEM),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Anonymous(ctx): Anonymous,
+    ApiJson(body): ApiJson<RefreshTokenBody>,
+) -> Result<axum::Json<TokenResponse>, Problem> {
+    let response = state
+        .user
+        .clone()
+        .refresh(ctx.request(pb::RefreshRequest {
+            refresh_token: body.refresh_token,
+        }))
+        .await
+        .map_err(upstream)?;
+    tokens(response.into_inner().tokens)
+}
+
+/// Revoke the login session of a refresh token. Unknown tokens are accepted silently.
+#[utoipa::path(
+    post, path = "/api/auth/logout", tag = "auth",
+    request_body = RefreshTokenBody,
+    responses((status = 204, description = "Session revoked"))
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    Anonymous(ctx): Anonymous,
+    ApiJson(body): ApiJson<RefreshTokenBody>,
+) -> Result<StatusCode, Problem> {
+    state
+        .user
+        .clone()
+        .logout(ctx.request(pb::LogoutRequest {
+            refresh_token: body.refresh_token,
+        }))
+        .await
+        .map_err(upstream)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,117 @@
+//! Every REST route, documented with utoipa; the OpenAPI document is generated from these.
+
+pub mod admin;
+pub mod auth;
+pub mod system;
+pub mod users;
+
+use shopmesh_platform::problem::Problem;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::dto::{FieldErrorDoc, ProblemDoc};
+use crate::state::AppState;
+
+/// Media type of every error answer.
+pub const PROBLEM: &str = "application/problem+json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shopmesh API",
+        description = "The REST edge of shopmesh. Errors are RFC 9457 problem documents \
+            (`application/problem+json`). Authenticate with `Authorization: Bearer <access_token>` \
+            from `POST /api/auth/login`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(ProblemDoc, FieldErrorDoc)),
+    tags(
+        (name = "auth", description = "Registration, login, token refresh and logout"),
+        (name = "users", description = "The caller's own profile and addresses"),
+        (name = "admin", description = "Administration (admin role required)"),
+        (name = "system", description = "Health, readiness and public keys"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the bearer security scheme, and a `default` problem+json answer to every operation so
+/// that every status the edge can produce (429, 413, 5xx …) is documented.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        let problem = ResponseBuilder::new()
+            .description("An error, as an RFC 9457 problem document")
+            .content(
+                PROBLEM,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .entry("default".to_owned())
+                    .or_insert_with(|| problem.clone().into());
+            }
+        }
+    }
+}
+
+/// Logs what a failed gRPC call said (server errors only carry a generic detail to clients)
+/// and turns it into the problem the client sees.
+pub fn upstream(status: tonic::Status) -> Problem {
+    let problem = Problem::from_status(&status);
+    if problem.status_code().is_server_error() {
+        tracing::error!(code = ?status.code(), message = %status.message(), "upstream call failed");
+    }
+    problem
+}
+
+/// The API routes and their OpenAPI document, with the common responses added to every
+/// operation (a modifier on `ApiDoc` would run before the routes exist).
+pub fn api() -> (axum::Router<AppState>, OpenApiDoc) {
+    let (router, mut openapi) = documented().split_for_parts();
+    CommonResponses.modify(&mut openapi);
+    (router, openapi)
+}
+
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(users::get_me, users::update_me))
+        .routes(routes!(users::list_addresses, users::create_address))
+        .routes(routes!(users::update_address, users::delete_address))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::get_user, admin::update_user_access))
+        .routes(routes!(system::jwks))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+}

@@ -1,0 +1,117 @@
+//! Health, readiness and the public keys.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use shopmesh_platform::problem::Problem;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::dto::{HealthResponse, JwkResponse, JwksResponse, ProblemDoc, ReadinessResponse};
+use crate::routes::PROBLEM;
+use crate::state::AppState;
+
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The public keys that verify access tokens (JWKS).
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", tag = "system",
+    responses(
+        (status = 200, description = "The key set", body = JwksResponse),
+        (status = 503, description = "Keys not loaded yet", body = ProblemDoc, content_type = PROBLEM),
+    )
+)]
+pub async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    let keys = state.jwks.keys();
+    if keys.is_empty() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing keys not loaded yet",
+        )
+        .with_retry_after(1));
+    }
+    let body = JwksResponse {
+        keys: keys
+            .into_iter()
+            .map(|k| JwkResponse {
+                kty: k.kty,
+                crv: k.crv,
+                x: k.x,
+                kid: k.kid,
+                alg: k.alg,
+                use_: k.use_,
+            })
+            .collect(),
+    };
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(body),
+    ))
+}
+
+/// Liveness: the gateway process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "Alive", body = HealthResponse))
+)]
+pub async fn healthz() -> axum::Json<HealthResponse> {
+    axum::Json(HealthResponse {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the gateway can serve, i.e. the user service reports SERVING over gRPC health
+/// and the token keys are loaded.
+#[utoipa::path(
+    get, path = "/readyz", tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = ReadinessResponse),
+        (status = 503, description = "A dependency is not ready", body = ReadinessResponse),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let mut checks = BTreeMap::new();
+    let mut health = state.user_health.clone();
+    let user = tokio::time::timeout(
+        READINESS_TIMEOUT,
+        health.check(HealthCheckRequest {
+            service: shopmesh_contracts::user::user_service_server::SERVICE_NAME.to_owned(),
+        }),
+    )
+    .await;
+    let user_ready = match user {
+        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
+            checks.insert("user".to_owned(), "serving".to_owned());
+            true
+        }
+        Ok(Ok(_)) => {
+            checks.insert("user".to_owned(), "not_serving".to_owned());
+            false
+        }
+        _ => {
+            checks.insert("user".to_owned(), "unreachable".to_owned());
+            false
+        }
+    };
+    let keys_ready = state.jwks.is_loaded();
+    checks.insert(
+        "jwks".to_owned(),
+        if keys_ready { "loaded" } else { "missing" }.to_owned(),
+    );
+    let ready = user_ready && keys_ready;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(ReadinessResponse {
+            status: if ready { "ready" } else { "unavailable" }.to_owned(),
+            checks,
+        }),
+    )
+}

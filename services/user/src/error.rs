@@ -1,0 +1,72 @@
+//! The user service's one error type and the one place that decides its gRPC status.
+
+use shopmesh_platform::problem::{FieldError, invalid_fields};
+use tonic::Status;
+
+use crate::repo::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    BadArgument(&'static str),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    BadCredentials,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("at most {0} addresses per account")]
+    TooManyAddresses(usize),
+    #[error("the account changed concurrently, retry")]
+    Conflict,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn field(field: &str, message: &str) -> Self {
+        Self::Invalid(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(error: FieldError) -> Self {
+        Self::Invalid(vec![error])
+    }
+}
+
+impl From<RepoError> for Error {
+    fn from(error: RepoError) -> Self {
+        match error {
+            RepoError::Duplicate => Self::EmailTaken,
+            RepoError::Backend(err) => Self::Internal(err),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(errors) => invalid_fields("invalid input", &errors),
+            Error::BadArgument(message) => Status::invalid_argument(message),
+            Error::EmailTaken => Status::already_exists(error.to_string()),
+            Error::BadCredentials | Error::InvalidRefreshToken => {
+                Status::unauthenticated(error.to_string())
+            }
+            Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::TooManyAddresses(_) => Status::failed_precondition(error.to_string()),
+            Error::Conflict => Status::aborted(error.to_string()),
+            Error::Internal(err) => {
+                tracing::error!(error = ?err, "user service internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

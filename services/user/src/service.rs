@@ -1,0 +1,488 @@
+//! Use cases of the user service, written against the storage ports.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use chrono::{DateTime, Utc};
+use shopmesh_platform::auth::{Identity, Jwk, Role, Tier, TokenSigner};
+use shopmesh_platform::problem::FieldError;
+
+use crate::domain::{
+    self, Address, AddressDraft, AddressFields, Email, MAX_ADDRESSES, Password, User,
+    settle_default,
+};
+use crate::error::Error;
+use crate::repo::{RefreshTokens, RepoError, Rotation, UserRepo};
+
+/// Largest page of the admin account list.
+pub const MAX_PAGE_SIZE: usize = 100;
+const DEFAULT_PAGE_SIZE: usize = 20;
+/// How often an address change retries after losing a race with another change.
+const ADDRESS_RETRIES: usize = 5;
+
+/// A new access token and its refresh token.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+/// Changes to a profile; `None` keeps a field.
+#[derive(Clone, Debug, Default)]
+pub struct ProfilePatch {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Changes to an address; `None` keeps a field. `is_default: Some(true)` moves the default here.
+#[derive(Clone, Debug, Default)]
+pub struct AddressPatch {
+    pub label: Option<String>,
+    pub recipient: Option<String>,
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+    pub phone: Option<String>,
+    pub is_default: Option<bool>,
+}
+
+/// One page of accounts.
+#[derive(Clone, Debug)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    pub next_cursor: Option<String>,
+}
+
+pub struct UserService {
+    users: Arc<dyn UserRepo>,
+    refresh_tokens: Arc<dyn RefreshTokens>,
+    signer: TokenSigner,
+}
+
+fn hash_password(password: &str) -> Result<String, Error> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| Error::Internal(anyhow::anyhow!("argon2: {err}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A real hash to verify against when the email is unknown, so that answer takes as long as a
+/// wrong password does.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy-password-never-matches").unwrap_or_default())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::Internal(anyhow::anyhow!("blocking task failed: {err}")))
+}
+
+/// The current time at the millisecond precision MongoDB stores, so a freshly created record
+/// reads back exactly as it was returned.
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default()
+}
+
+fn identity(user: &User) -> Identity {
+    Identity {
+        user_id: user.id.clone(),
+        role: user.role,
+        tier: user.tier,
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, Error> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| Error::BadArgument("malformed cursor"))?;
+    let id = String::from_utf8(bytes).map_err(|_| Error::BadArgument("malformed cursor"))?;
+    uuid::Uuid::parse_str(&id).map_err(|_| Error::BadArgument("malformed cursor"))?;
+    Ok(id)
+}
+
+fn encode_cursor(id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+impl UserService {
+    pub fn new(
+        users: Arc<dyn UserRepo>,
+        refresh_tokens: Arc<dyn RefreshTokens>,
+        signer: TokenSigner,
+    ) -> Self {
+        Self {
+            users,
+            refresh_tokens,
+            signer,
+        }
+    }
+
+    pub fn jwks(&self) -> Vec<Jwk> {
+        vec![self.signer.jwk().clone()]
+    }
+
+    /// Checks both stores answer.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.users.ping().await.map_err(anyhow::Error::from)?;
+        self.refresh_tokens.ping().await
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<User, Error> {
+        let (email, password, name) = {
+            let email = Email::parse(email);
+            let password = Password::parse(password);
+            let name = domain::required_text("name", name, 100);
+            match (email, password, name) {
+                (Ok(e), Ok(p), Ok(n)) => (e, p, n),
+                (e, p, n) => {
+                    let errors = [e.err(), p.err(), n.err()].into_iter().flatten().collect();
+                    return Err(Error::Invalid(errors));
+                }
+            }
+        };
+        let plain = password.expose().to_owned();
+        let password_hash = blocking(move || hash_password(&plain)).await??;
+        let now = now();
+        let user = User {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: email.as_str().to_owned(),
+            email_normalized: email.normalized().to_owned(),
+            password_hash,
+            name,
+            phone: String::new(),
+            role,
+            tier: Tier::Standard,
+            addresses: Vec::new(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.users.insert(&user).await?;
+        tracing::info!(user_id = %user.id, "account registered");
+        Ok(user)
+    }
+
+    /// Creates an admin account, or promotes the existing account with this email to admin.
+    /// Returns the account and whether it was created.
+    pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<(User, bool), Error> {
+        match self
+            .register(email, password, "Administrator", Role::Admin)
+            .await
+        {
+            Ok(user) => Ok((user, true)),
+            Err(Error::EmailTaken) => {
+                let existing = self
+                    .users
+                    .by_email(&domain::normalize_email(email))
+                    .await?
+                    .ok_or(Error::NotFound("account"))?;
+                let user = self
+                    .users
+                    .update_access(&existing.id, Some(Role::Admin), None, now())
+                    .await?
+                    .ok_or(Error::NotFound("account"))?;
+                Ok((user, false))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, email: &str, password: &str) -> Result<Tokens, Error> {
+        let found = self.users.by_email(&domain::normalize_email(email)).await?;
+        let hash = found
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
+        let plain = password.to_owned();
+        let matches = blocking(move || verify_password(&plain, &hash)).await?;
+        let user = match found {
+            Some(user) if matches => user,
+            _ => return Err(Error::BadCredentials),
+        };
+        let refresh_token = self.refresh_tokens.issue(&user.id).await?;
+        self.tokens(&user, refresh_token)
+    }
+
+    fn tokens(&self, user: &User, refresh_token: String) -> Result<Tokens, Error> {
+        let access_token = self
+            .signer
+            .sign(&identity(user))
+            .map_err(|err| Error::Internal(anyhow::anyhow!("signing: {err}")))?;
+        Ok(Tokens {
+            access_token,
+            refresh_token,
+            expires_in: self.signer.ttl().as_secs(),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, Error> {
+        match self.refresh_tokens.rotate(refresh_token).await? {
+            Rotation::Rotated { user_id, token } => {
+                // The role and tier come from the account as it is now, not as it was at login.
+                let user = self
+                    .users
+                    .by_id(&user_id)
+                    .await?
+                    .ok_or(Error::InvalidRefreshToken)?;
+                self.tokens(&user, token)
+            }
+            Rotation::Reused => {
+                tracing::warn!("rotated refresh token presented again; family revoked");
+                Err(Error::InvalidRefreshToken)
+            }
+            Rotation::Invalid => Err(Error::InvalidRefreshToken),
+        }
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), Error> {
+        self.refresh_tokens.revoke(refresh_token).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, user_id: &str) -> Result<User, Error> {
+        if uuid::Uuid::parse_str(user_id).is_err() {
+            return Err(Error::NotFound("account"));
+        }
+        self.users
+            .by_id(user_id)
+            .await?
+            .ok_or(Error::NotFound("account"))
+    }
+
+    pub async fn update_profile(&self, user_id: &str, patch: ProfilePatch) -> Result<User, Error> {
+        let name = patch
+            .name
+            .as_deref()
+            .map(|name| domain::required_text("name", name, 100));
+        let phone = patch
+            .phone
+            .as_deref()
+            .map(|phone| domain::phone("phone", phone));
+        let errors: Vec<FieldError> = [
+            name.clone().and_then(Result::err),
+            phone.clone().and_then(Result::err),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let name = name.transpose().ok().flatten();
+        let phone = phone.transpose().ok().flatten();
+        if name.is_none() && phone.is_none() {
+            return self.get(user_id).await;
+        }
+        self.users
+            .update_profile(user_id, name.as_deref(), phone.as_deref(), now())
+            .await?
+            .ok_or(Error::NotFound("account"))
+    }
+
+    /// Applies `change` to the caller's address list with a compare-and-set on the account
+    /// version, retrying when another change won the race.
+    async fn change_addresses<T>(
+        &self,
+        user_id: &str,
+        change: impl Fn(&mut Vec<Address>) -> Result<T, Error>,
+    ) -> Result<(User, T), Error> {
+        for _ in 0..ADDRESS_RETRIES {
+            let user = self.get(user_id).await?;
+            let mut addresses = user.addresses.clone();
+            let outcome = change(&mut addresses)?;
+            match self
+                .users
+                .replace_addresses(user_id, user.version, &addresses, now())
+                .await
+            {
+                Ok(Some(updated)) => return Ok((updated, outcome)),
+                Ok(None) => continue,
+                Err(RepoError::Duplicate) => return Err(Error::Conflict),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    pub async fn list_addresses(&self, user_id: &str) -> Result<Vec<Address>, Error> {
+        let mut addresses = self.get(user_id).await?.addresses;
+        addresses.sort_by(|a, b| {
+            b.is_default
+                .cmp(&a.is_default)
+                .then(a.created_at.cmp(&b.created_at))
+        });
+        Ok(addresses)
+    }
+
+    pub async fn create_address(
+        &self,
+        user_id: &str,
+        draft: AddressDraft,
+        make_default: bool,
+    ) -> Result<Address, Error> {
+        let fields = AddressFields::parse(&draft).map_err(Error::Invalid)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let created_at = now();
+        let (user, ()) = self
+            .change_addresses(user_id, |addresses| {
+                if addresses.len() >= MAX_ADDRESSES {
+                    return Err(Error::TooManyAddresses(MAX_ADDRESSES));
+                }
+                addresses.push(Address {
+                    id: id.clone(),
+                    fields: fields.clone(),
+                    is_default: false,
+                    created_at,
+                });
+                settle_default(addresses, make_default.then_some(id.as_str()));
+                Ok(())
+            })
+            .await?;
+        user.addresses
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or(Error::Conflict)
+    }
+
+    pub async fn update_address(
+        &self,
+        user_id: &str,
+        address_id: &str,
+        patch: AddressPatch,
+    ) -> Result<Address, Error> {
+        let (user, ()) = self
+            .change_addresses(user_id, |addresses| {
+                let address = addresses
+                    .iter_mut()
+                    .find(|a| a.id == address_id)
+                    .ok_or(Error::NotFound("address"))?;
+                let mut draft = address.fields.to_draft();
+                let set = |target: &mut String, value: &Option<String>| {
+                    if let Some(value) = value {
+                        target.clone_from(value);
+                    }
+                };
+                set(&mut draft.label, &patch.label);
+                set(&mut draft.recipient, &patch.recipient);
+                set(&mut draft.line1, &patch.line1);
+                set(&mut draft.line2, &patch.line2);
+                set(&mut draft.city, &patch.city);
+                set(&mut draft.region, &patch.region);
+                set(&mut draft.postal_code, &patch.postal_code);
+                set(&mut draft.country, &patch.country);
+                set(&mut draft.phone, &patch.phone);
+                address.fields = AddressFields::parse(&draft).map_err(Error::Invalid)?;
+                if patch.is_default == Some(true) {
+                    settle_default(addresses, Some(address_id));
+                } else if patch.is_default == Some(false) && addresses.len() > 1 {
+                    // Giving up the default hands it to the oldest other address.
+                    for a in addresses.iter_mut() {
+                        a.is_default = false;
+                    }
+                    let other = addresses
+                        .iter()
+                        .filter(|a| a.id != address_id)
+                        .min_by_key(|a| (a.created_at, a.id.clone()))
+                        .map(|a| a.id.clone());
+                    settle_default(addresses, other.as_deref());
+                }
+                Ok(())
+            })
+            .await?;
+        user.addresses
+            .into_iter()
+            .find(|a| a.id == address_id)
+            .ok_or(Error::NotFound("address"))
+    }
+
+    pub async fn delete_address(&self, user_id: &str, address_id: &str) -> Result<(), Error> {
+        self.change_addresses(user_id, |addresses| {
+            let before = addresses.len();
+            addresses.retain(|a| a.id != address_id);
+            if addresses.len() == before {
+                return Err(Error::NotFound("address"));
+            }
+            settle_default(addresses, None);
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list(
+        &self,
+        page_size: usize,
+        cursor: Option<&str>,
+        email_contains: Option<&str>,
+    ) -> Result<UserPage, Error> {
+        let limit = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Error::BadArgument("page size must be between 1 and 100"));
+            }
+            n => n,
+        };
+        let after = cursor
+            .filter(|c| !c.is_empty())
+            .map(decode_cursor)
+            .transpose()?;
+        let search = email_contains.map(str::trim).filter(|t| !t.is_empty());
+        if search.is_some_and(|t| t.chars().count() > 254) {
+            return Err(Error::BadArgument("search text is too long"));
+        }
+        let mut users = self.users.list(after.as_deref(), search, limit + 1).await?;
+        let next_cursor = if users.len() > limit {
+            users.truncate(limit);
+            users.last().map(|u| encode_cursor(&u.id))
+        } else {
+            None
+        };
+        Ok(UserPage { users, next_cursor })
+    }
+
+    pub async fn update_access(
+        &self,
+        user_id: &str,
+        role: Option<Role>,
+        tier: Option<Tier>,
+    ) -> Result<User, Error> {
+        self.get(user_id).await?;
+        if role.is_none() && tier.is_none() {
+            return self.get(user_id).await;
+        }
+        self.users
+            .update_access(user_id, role, tier, now())
+            .await?
+            .ok_or(Error::NotFound("account"))
+    }
+}

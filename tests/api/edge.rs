@@ -1,0 +1,160 @@
+use serde_json::Value;
+
+use crate::helpers::{Options, Reply, repo_root, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn served_openapi_matches_the_checked_in_document_and_docs_render() {
+    let app = spawn_app().await;
+    let served = app.get("/openapi.json", None).await;
+    assert_eq!(served.status, 200);
+    let checked_in: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("docs/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        served.body, checked_in,
+        "docs/openapi.json drifted: regenerate it with `shopmesh openapi > docs/openapi.json`"
+    );
+    assert_eq!(served.body["openapi"], "3.1.0");
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/api/users/me",
+        "/api/users/me/addresses",
+        "/api/admin/users",
+    ] {
+        assert!(
+            served.body["paths"].get(path).is_some(),
+            "{path} documented"
+        );
+    }
+
+    let docs = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "Swagger UI page");
+    let bundle = app
+        .http
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), 200, "vendored assets are served locally");
+}
+
+#[tokio::test]
+async fn health_readiness_request_ids_and_unknown_routes() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["status"], "ok");
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["checks"]["user"], "serving");
+    assert_eq!(ready.body["checks"]["jwks"], "loaded");
+
+    let minted = app.get("/healthz", None).await;
+    assert!(minted.headers.get("x-request-id").is_some());
+    let given = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-123");
+
+    app.get("/api/nothing-here", None).await.assert_problem(404);
+    let wrong_method = app
+        .http
+        .delete(app.url("/api/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    Reply::from(wrong_method).await.assert_problem(405);
+
+    // /metrics is for Prometheus on the gateway port, not for the public edge.
+    app.get("/metrics", None).await.assert_problem(404);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.gateway))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn per_ip_limit_answers_429_with_retry_after() {
+    let app = spawn_app_with(Options {
+        ip_per_second: 1,
+        ip_burst: 3,
+        ..Options::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let reply = app.get("/api/users/me", None).await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            limited = Some(reply);
+        }
+    }
+    let limited = limited.unwrap_or_else(|| panic!("no 429 in {statuses:?}"));
+    limited.assert_problem(429);
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+}
+
+#[tokio::test]
+async fn per_user_limit_answers_429_for_that_user_only() {
+    let app = spawn_app_with(Options {
+        user_per_second: 1,
+        user_burst: 2,
+        ..Options::default()
+    })
+    .await;
+    let hungry = app.customer("hungry@example.com").await;
+    let calm = app.customer("calm@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.get("/api/users/me", Some(&hungry)).await.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(app.get("/api/users/me", Some(&calm)).await.status, 200);
+}
+
+#[tokio::test]
+async fn cors_allows_only_listed_origins() {
+    let app = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/api/users/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let denied = preflight("https://evil.example").await.unwrap();
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

@@ -1,0 +1,127 @@
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::helpers::spawn_app;
+
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+const USER_SERVICE: &str = "shopmesh.user.v1.UserService";
+
+#[tokio::test]
+async fn user_grpc_server_answers_health_and_reflection_v1_and_v1alpha() {
+    let app = spawn_app().await;
+
+    let mut health = HealthClient::new(channel(&app.user_grpc).await);
+    for service in ["", USER_SERVICE] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+    }
+
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(channel(&app.user_grpc).await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&USER_SERVICE.to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        channel(&app.user_grpc).await,
+    );
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                USER_SERVICE.into(),
+            ),
+        ),
+    };
+    let mut stream = alpha
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap();
+    assert!(matches!(
+        response.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f))
+            if !f.file_descriptor_proto.is_empty()
+    ));
+}
+
+/// The README's grpcurl commands work (grpcurl 1.8 speaks reflection v1alpha only).
+#[tokio::test]
+async fn grpcurl_lists_and_describes_the_user_service() {
+    let app = spawn_app().await;
+    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let addr = app.user_grpc.trim_start_matches("http://").to_owned();
+    let list = tokio::process::Command::new(&grpcurl)
+        .args(["-plaintext", &addr, "list"])
+        .output()
+        .await
+        .expect("grpcurl must be installed (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(stdout.contains(USER_SERVICE), "{stdout}");
+    assert!(stdout.contains("grpc.health.v1.Health"), "{stdout}");
+
+    let call = tokio::process::Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"email":"grpcurl@example.com","password":"Analytical-Engine-1843","name":"Cli"}"#,
+            &addr,
+            "shopmesh.user.v1.UserService/Register",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&call.stdout);
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    assert!(stdout.contains("grpcurl@example.com"), "{stdout}");
+    assert_eq!(app.stored_users().await, 1);
+}

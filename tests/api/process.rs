@@ -1,0 +1,173 @@
+//! Tests of the `shopmesh` binary as a process: graceful shutdown, start-up refusal, admin CLI.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+use crate::helpers::{PASSWORD, TempDir, free_port, mongodb_url, redis_url};
+
+fn base_env() -> (HashMap<&'static str, String>, String) {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let database = format!("test_{unique}");
+    let env = HashMap::from([
+        ("SHOPMESH_PROFILE", "dev".to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+        ("MONGODB_URL", mongodb_url()),
+        ("MONGODB_DATABASE", database.clone()),
+        ("REDIS_URL", redis_url()),
+        ("REDIS_KEY_PREFIX", format!("test:{unique}:")),
+        ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
+    ]);
+    (env, database)
+}
+
+fn shopmesh(env: &HashMap<&'static str, String>, dir: &TempDir) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shopmesh"));
+    // A directory without a .env file, so only the given environment counts.
+    command
+        .current_dir(&dir.0)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn an_in_flight_request_completes_when_sigterm_arrives() {
+    let dir = TempDir::new("shopmesh-proc");
+    let (mut env, _) = base_env();
+    let gateway_port = free_port();
+    let user_port = free_port();
+    env.insert("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"));
+    env.insert("USER_GRPC_ADDR", format!("127.0.0.1:{user_port}"));
+    let mut child = shopmesh(&env, &dir)
+        .args(["serve", "--target", "all"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    crate::helpers::wait_ready(&http, &format!("http://127.0.0.1:{gateway_port}/readyz")).await;
+
+    // Start a registration but hold back half of its body, so it is in flight.
+    let body =
+        format!(r#"{{"email":"inflight@example.com","password":"{PASSWORD}","name":"In Flight"}}"#);
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .unwrap();
+    let request_head = format!(
+        "POST /api/auth/register HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{head}",
+        body.len()
+    );
+    stream.write_all(request_head.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = child.id().unwrap().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // New connections are no longer accepted while the old one drains.
+    assert!(
+        TcpStream::connect(("127.0.0.1", gateway_port))
+            .await
+            .is_err(),
+        "the listener closed on SIGTERM"
+    );
+
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response within the grace period")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(response.contains("inflight@example.com"), "{response}");
+
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("process exits after draining")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_a_signing_key() {
+    let dir = TempDir::new("shopmesh-proc");
+    let (mut env, _) = base_env();
+    env.insert("SHOPMESH_PROFILE", "production".into());
+    env.insert("USER_GRPC_ADDR", "127.0.0.1:0".into());
+    let output = shopmesh(&env, &dir)
+        .args(["serve", "--target", "user"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_PRIVATE_KEY_PEM"), "{stderr}");
+}
+
+#[tokio::test]
+async fn admin_create_is_idempotent_and_promotes_existing_accounts() {
+    let dir = TempDir::new("shopmesh-proc");
+    let (env, database) = base_env();
+    let run = |email: &'static str| {
+        let mut command = shopmesh(&env, &dir);
+        command.args(["admin", "create", "--email", email, "--password", PASSWORD]);
+        command.output()
+    };
+    let first = run("boss@example.com").await.unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("created admin"));
+    let second = run("BOSS@example.com").await.unwrap();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("is an admin"));
+
+    let users = mongodb::Client::with_uri_str(mongodb_url())
+        .await
+        .unwrap()
+        .database(&database)
+        .collection::<mongodb::bson::Document>("users");
+    assert_eq!(
+        users.count_documents(mongodb::bson::doc! {}).await.unwrap(),
+        1
+    );
+    let admin = users
+        .find_one(mongodb::bson::doc! {"email_normalized": "boss@example.com"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(admin.get_str("role").unwrap(), "admin");
+
+    let weak = shopmesh(&env, &dir)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "x@example.com",
+            "--password",
+            "short",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("password"));
+}
