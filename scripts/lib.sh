@@ -23,7 +23,7 @@ apt_install() {
 
 ensure_nginx() {
     if ! have nginx && [ ! -x /usr/sbin/nginx ]; then apt_install nginx; fi
-    export NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+    export NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 }
 
 ensure_python_tools() {

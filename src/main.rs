@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::Settings;
+use shopmesh_platform::auth::TokenVerifier;
+use shopmesh_platform::grpc::channel;
+use shopmesh_platform::jwks::JwksCache;
 use shopmesh_platform::shutdown::{self, Shutdown};
 use tokio::task::JoinSet;
 
@@ -30,6 +36,8 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Load the demo catalog (idempotent).
+    Seed,
     /// Print the OpenAPI document the gateway serves.
     Openapi,
 }
@@ -50,6 +58,7 @@ enum Target {
     All,
     Gateway,
     User,
+    Product,
 }
 
 impl Target {
@@ -75,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve { target } => serve(settings, target).await,
             Command::Migrate => migrate(&settings).await,
+            Command::Seed => seed(&settings).await,
             Command::Admin {
                 command: AdminCommand::Create { email, password },
             } => admin_create(&settings, &email, &password).await,
@@ -87,7 +97,18 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     shopmesh_user::migrate(settings)
         .await
         .context("migrating the user store (MongoDB)")?;
+    shopmesh_product::migrate(settings)
+        .await
+        .context("migrating the product database (PostgreSQL)")?;
     println!("migrations applied");
+    Ok(())
+}
+
+async fn seed(settings: &Settings) -> anyhow::Result<()> {
+    let report = shopmesh_product::seed(settings)
+        .await
+        .context("seeding the catalog")?;
+    println!("{report}");
     Ok(())
 }
 
@@ -142,6 +163,32 @@ async fn serve(settings: Settings, target: Target) -> anyhow::Result<()> {
         tracing::info!(port = app.port(), "user gRPC service listening");
         let stop: Shutdown = backend_shutdown.clone();
         backends.spawn(app.run_until_stopped(stop, grace));
+    }
+    if target.runs(Target::Product) {
+        // The product service verifies tokens with the user service's public keys (JWKS),
+        // so it never needs the signing key.
+        let jwks = Arc::new(JwksCache::new(TokenVerifier::new(
+            &settings.jwt.issuer,
+            &settings.jwt.audience,
+        )));
+        let user = UserServiceClient::new(channel(&settings.user_grpc_url, &settings.grpc_client)?);
+        backends.spawn({
+            let jwks = jwks.clone();
+            let stop = backend_shutdown.clone();
+            async move {
+                jwks.run(user, stop).await;
+                Ok(())
+            }
+        });
+        let app = shopmesh_product::Application::build_with_verifier(
+            &settings,
+            shopmesh_product::config::ProductConfig::default(),
+            jwks.verifier().clone(),
+        )
+        .await
+        .context("starting the product service")?;
+        tracing::info!(port = app.port(), "product gRPC service listening");
+        backends.spawn(app.run_until_stopped(backend_shutdown.clone(), grace));
     }
     if target.runs(Target::Gateway) {
         let app = shopmesh_gateway::Application::build(&settings)

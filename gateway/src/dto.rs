@@ -237,12 +237,18 @@ pub struct ReadinessResponse {
     pub checks: std::collections::BTreeMap<String, String>,
 }
 
-fn time(ts: Option<prost_types::Timestamp>) -> DateTime<Utc> {
+/// A protobuf timestamp as a UTC time (`None` when absent or out of range).
+pub fn optional_time(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-        .unwrap_or_default()
 }
 
-fn non_empty(value: String) -> Option<String> {
+/// A protobuf timestamp as a UTC time, the epoch when absent.
+pub fn time(ts: Option<prost_types::Timestamp>) -> DateTime<Utc> {
+    optional_time(ts).unwrap_or_default()
+}
+
+/// Protobuf's empty string as JSON's absent value.
+pub fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 

@@ -3,6 +3,7 @@
 //! services, answers errors as problem+json, and serves the OpenAPI document and Swagger UI.
 
 pub mod dto;
+pub mod dto_product;
 pub mod extract;
 pub mod middleware;
 pub mod routes;
@@ -18,6 +19,8 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Router};
+use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
+use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::Settings;
 use shopmesh_platform::auth::TokenVerifier;
@@ -32,7 +35,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::middleware::Limiters;
-use crate::state::{AppState, JwksCache};
+use shopmesh_platform::jwks::JwksCache;
+
+use crate::state::AppState;
 
 /// How often idle rate-limit buckets are forgotten.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -144,9 +149,13 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         shopmesh_platform::metrics::handle();
         let user_channel = channel(&settings.user_grpc_url, &settings.grpc_client)?;
+        let product_channel = channel(&settings.product_grpc_url, &settings.grpc_client)?;
         let state = AppState {
             user: UserServiceClient::new(user_channel.clone()),
             user_health: HealthClient::new(user_channel),
+            product: ProductServiceClient::new(product_channel.clone()),
+            inventory: InventoryServiceClient::new(product_channel.clone()),
+            product_health: HealthClient::new(product_channel),
             jwks: Arc::new(JwksCache::new(TokenVerifier::new(
                 &settings.jwt.issuer,
                 &settings.jwt.audience,

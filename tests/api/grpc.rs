@@ -18,12 +18,28 @@ const USER_SERVICE: &str = "shopmesh.user.v1.UserService";
 #[tokio::test]
 async fn user_grpc_server_answers_health_and_reflection_v1_and_v1alpha() {
     let app = spawn_app().await;
+    server_answers_health_and_reflection(&app.user_grpc, &[USER_SERVICE]).await;
+}
 
-    let mut health = HealthClient::new(channel(&app.user_grpc).await);
-    for service in ["", USER_SERVICE] {
+#[tokio::test]
+async fn product_grpc_server_answers_health_and_reflection_v1_and_v1alpha() {
+    let app = spawn_app().await;
+    server_answers_health_and_reflection(
+        &app.product_grpc,
+        &[
+            "shopmesh.product.v1.ProductService",
+            "shopmesh.product.v1.InventoryService",
+        ],
+    )
+    .await;
+}
+
+async fn server_answers_health_and_reflection(url: &str, services: &[&str]) {
+    let mut health = HealthClient::new(channel(url).await);
+    for service in std::iter::once(&"").chain(services) {
         let status = health
             .check(HealthCheckRequest {
-                service: service.into(),
+                service: (*service).into(),
             })
             .await
             .unwrap()
@@ -35,8 +51,7 @@ async fn user_grpc_server_answers_health_and_reflection_v1_and_v1alpha() {
         );
     }
 
-    let mut client =
-        v1::server_reflection_client::ServerReflectionClient::new(channel(&app.user_grpc).await);
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel(url).await);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
@@ -55,20 +70,21 @@ async fn user_grpc_server_answers_health_and_reflection_v1_and_v1alpha() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&USER_SERVICE.to_owned()), "{names:?}");
+    for service in services {
+        assert!(names.contains(&(*service).to_owned()), "{names:?}");
+    }
     assert!(
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
 
-    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        channel(&app.user_grpc).await,
-    );
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(url).await);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
             v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                USER_SERVICE.into(),
+                services[0].into(),
             ),
         ),
     };
@@ -124,4 +140,18 @@ async fn grpcurl_lists_and_describes_the_user_service() {
     );
     assert!(stdout.contains("grpcurl@example.com"), "{stdout}");
     assert_eq!(app.stored_users().await, 1);
+}
+
+#[tokio::test]
+async fn grpc_servers_echo_the_request_id() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(channel(&app.user_grpc).await);
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "corr-42".parse().unwrap());
+    let response = health.check(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "corr-42");
 }

@@ -6,9 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::Settings;
+use shopmesh_platform::auth::TokenVerifier;
+use shopmesh_platform::grpc::channel;
+use shopmesh_platform::jwks::JwksCache;
 use shopmesh_platform::shutdown::{self, ShutdownTrigger};
+use shopmesh_product::config::ProductConfig;
 use tokio::process::{Child, Command};
 
 pub const PASSWORD: &str = "Analytical-Engine-1843";
@@ -21,6 +28,7 @@ pub struct Options {
     pub user_per_second: u32,
     pub user_burst: u32,
     pub access_ttl_secs: u64,
+    pub product_config: ProductConfig,
 }
 
 impl Default for Options {
@@ -31,6 +39,7 @@ impl Default for Options {
             user_per_second: 10_000,
             user_burst: 10_000,
             access_ttl_secs: 900,
+            product_config: ProductConfig::default(),
         }
     }
 }
@@ -42,6 +51,8 @@ pub struct TestApp {
     pub gateway: String,
     /// The user service's gRPC endpoint.
     pub user_grpc: String,
+    /// The product service's gRPC endpoint.
+    pub product_grpc: String,
     pub settings: Settings,
     pub http: reqwest::Client,
     pub mongo: mongodb::Database,
@@ -71,6 +82,12 @@ pub fn mongodb_url() -> String {
     std::env::var("MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
 }
 
+/// The PostgreSQL server (no database); each test creates its own database on it.
+pub fn postgres_server() -> String {
+    std::env::var("POSTGRES_SERVER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -97,6 +114,11 @@ pub fn test_settings(options: &Options) -> (Settings, String) {
         ("RUST_LOG", "warn".to_owned()),
         ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
         ("USER_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+        ("PRODUCT_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "PRODUCT_DATABASE_URL",
+            format!("{}/product_{unique}", postgres_server()),
+        ),
         ("MONGODB_URL", mongodb_url()),
         ("MONGODB_DATABASE", database.clone()),
         ("REDIS_URL", redis_url()),
@@ -122,7 +144,7 @@ pub fn test_settings(options: &Options) -> (Settings, String) {
 }
 
 pub fn nginx_binary() -> String {
-    std::env::var("NGINX").unwrap_or_else(|_| {
+    std::env::var("NGINX_BIN").unwrap_or_else(|_| {
         if Path::new("/usr/sbin/nginx").exists() {
             "/usr/sbin/nginx".into()
         } else {
@@ -191,6 +213,25 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     let mut settings = settings;
     settings.user_grpc_url = user_grpc.clone();
+
+    // The product service verifies tokens with the user service's JWKS, as in `serve`.
+    let jwks = Arc::new(JwksCache::new(TokenVerifier::new(
+        &settings.jwt.issuer,
+        &settings.jwt.audience,
+    )));
+    let user_client =
+        UserServiceClient::new(channel(&user_grpc, &settings.grpc_client).expect("user channel"));
+    tokio::spawn(jwks.clone().run(user_client, stop.clone()));
+    let product = shopmesh_product::Application::build_with_verifier(
+        &settings,
+        options.product_config.clone(),
+        jwks.verifier().clone(),
+    )
+    .await
+    .expect("product service starts");
+    let product_grpc = format!("http://127.0.0.1:{}", product.port());
+    settings.product_grpc_url = product_grpc.clone();
+    tokio::spawn(product.run_until_stopped(stop.clone(), Duration::from_secs(5)));
     let gateway = shopmesh_gateway::Application::build(&settings)
         .await
         .expect("gateway starts");
@@ -216,6 +257,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         edge,
         gateway: gateway_url,
         user_grpc,
+        product_grpc,
         settings,
         http,
         mongo,

@@ -5,6 +5,7 @@ mod helpers;
 
 mod account_flow;
 mod admin;
+mod catalog;
 mod edge;
 mod grpc;
 mod process;

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::helpers::{PASSWORD, TempDir, free_port, mongodb_url, redis_url};
+use crate::helpers::{PASSWORD, TempDir, free_port, mongodb_url, postgres_server, redis_url};
 
 fn base_env() -> (HashMap<&'static str, String>, String) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -20,6 +20,10 @@ fn base_env() -> (HashMap<&'static str, String>, String) {
         ("MONGODB_URL", mongodb_url()),
         ("MONGODB_DATABASE", database.clone()),
         ("REDIS_URL", redis_url()),
+        (
+            "PRODUCT_DATABASE_URL",
+            format!("{}/product_{unique}", postgres_server()),
+        ),
         ("REDIS_KEY_PREFIX", format!("test:{unique}:")),
         ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
     ]);
@@ -46,6 +50,13 @@ async fn an_in_flight_request_completes_when_sigterm_arrives() {
     let user_port = free_port();
     env.insert("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"));
     env.insert("USER_GRPC_ADDR", format!("127.0.0.1:{user_port}"));
+    env.insert("USER_GRPC_URL", format!("http://127.0.0.1:{user_port}"));
+    let product_port = free_port();
+    env.insert("PRODUCT_GRPC_ADDR", format!("127.0.0.1:{product_port}"));
+    env.insert(
+        "PRODUCT_GRPC_URL",
+        format!("http://127.0.0.1:{product_port}"),
+    );
     let mut child = shopmesh(&env, &dir)
         .args(["serve", "--target", "all"])
         .stdout(Stdio::null())
@@ -170,4 +181,118 @@ async fn admin_create_is_idempotent_and_promotes_existing_accounts() {
         .unwrap();
     assert!(!weak.status.success());
     assert!(String::from_utf8_lossy(&weak.stderr).contains("password"));
+}
+
+async fn wait_http(url: &str) {
+    crate::helpers::wait_ready(&reqwest::Client::new(), url).await;
+}
+
+/// Microservices mode: one process per target, talking gRPC across processes.
+#[tokio::test]
+async fn split_targets_work_as_separate_processes() {
+    let dir = TempDir::new("shopmesh-proc");
+    let (mut env, _) = base_env();
+    let user_port = free_port();
+    let product_port = free_port();
+    let gateway_port = free_port();
+    let user_metrics = free_port();
+    let product_metrics = free_port();
+    env.insert("USER_GRPC_ADDR", format!("127.0.0.1:{user_port}"));
+    env.insert("USER_GRPC_URL", format!("http://127.0.0.1:{user_port}"));
+    env.insert("PRODUCT_GRPC_ADDR", format!("127.0.0.1:{product_port}"));
+    env.insert(
+        "PRODUCT_GRPC_URL",
+        format!("http://127.0.0.1:{product_port}"),
+    );
+    env.insert("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"));
+    let spawn = |target: &str, metrics_port: u16| {
+        let mut env = env.clone();
+        env.insert("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+        shopmesh(&env, &dir)
+            .args(["serve", "--target", target])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    // Start the gateway first: it must cope with services that come up after it.
+    let _gateway = spawn("gateway", free_port());
+    let _user = spawn("user", user_metrics);
+    let _product = spawn("product", product_metrics);
+    let edge = format!("http://127.0.0.1:{gateway_port}");
+    wait_http(&format!("{edge}/readyz")).await;
+
+    let admin = shopmesh(&env, &dir)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password",
+            PASSWORD,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(admin.status.success());
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{edge}/api/auth/login"))
+        .json(&serde_json::json!({"email": "ops@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    // The product process verifies the token with keys it fetched from the user process.
+    let created = http
+        .post(format!("{edge}/api/admin/products"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "sku": "SPLIT-1", "name": "Split mode", "price": {"amount": 100, "currency": "USD"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // Processes without a gateway serve /metrics on their own port.
+    let metrics = http
+        .get(format!("http://127.0.0.1:{user_metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("grpc_server_requests_total"), "{metrics}");
+    let metrics = http
+        .get(format!("http://127.0.0.1:{product_metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("CreateProduct"), "{metrics}");
+}
+
+#[tokio::test]
+async fn seed_loads_a_demo_catalog_idempotently() {
+    let dir = TempDir::new("shopmesh-proc");
+    let (env, _) = base_env();
+    let first = shopmesh(&env, &dir).arg("seed").output().await.unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(report.contains(" created"), "{report}");
+    let second = shopmesh(&env, &dir).arg("seed").output().await.unwrap();
+    assert!(second.status.success());
+    let again = String::from_utf8_lossy(&second.stdout).to_string();
+    assert!(again.contains("0 created"), "{again}");
 }

@@ -71,7 +71,7 @@ async fn malformed_and_mistyped_bodies_are_problems_and_store_nothing() {
     let body = weak.assert_problem(422);
     assert_eq!(body["errors"][0]["field"], "password");
 
-    // 1 MiB: over the gateway's body limit (nginx lets it through to say so itself).
+    // 1 MiB: over the body limit (the edge refuses it before it reaches the gateway).
     let huge =
         json!({"email": "big@example.com", "password": PASSWORD, "name": "x".repeat(1 << 20)});
     let too_large = app.post("/api/auth/register", huge, None).await;

@@ -6,7 +6,7 @@ use shopmesh_platform::problem::Problem;
 
 use crate::dto::{ListUsersQuery, ProblemDoc, UserAccessBody, UserPage, UserResponse};
 use crate::extract::{AdminCaller, ApiJson, ApiQuery};
-use crate::routes::{PROBLEM, upstream};
+use crate::routes::{PROBLEM, page_size, upstream};
 use crate::state::AppState;
 
 /// Page through accounts in creation order, optionally searching by email.
@@ -26,16 +26,7 @@ pub async fn list_users(
     AdminCaller(caller): AdminCaller,
     ApiQuery(query): ApiQuery<ListUsersQuery>,
 ) -> Result<axum::Json<UserPage>, Problem> {
-    let page_size = match query.limit {
-        None => 0,
-        Some(limit @ 1..=100) => i32::try_from(limit).unwrap_or(100),
-        Some(_) => {
-            return Err(Problem::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "limit must be between 1 and 100",
-            ));
-        }
-    };
+    let page_size = page_size(query.limit)?;
     let page = state
         .user
         .clone()

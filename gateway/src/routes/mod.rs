@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod inventory;
+pub mod products;
 pub mod system;
 pub mod users;
 
@@ -31,6 +33,7 @@ pub const PROBLEM: &str = "application/problem+json";
     tags(
         (name = "auth", description = "Registration, login, token refresh and logout"),
         (name = "users", description = "The caller's own profile and addresses"),
+        (name = "catalog", description = "Products and categories"),
         (name = "admin", description = "Administration (admin role required)"),
         (name = "system", description = "Health, readiness and public keys"),
     )
@@ -92,6 +95,22 @@ pub fn upstream(status: tonic::Status) -> Problem {
     problem
 }
 
+/// Largest page any list endpoint returns.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// The gRPC page size for a `limit` query parameter: 0 (the service default) when absent,
+/// 400 when outside 1..=100.
+pub fn page_size(limit: Option<u32>) -> Result<i32, Problem> {
+    match limit {
+        None => Ok(0),
+        Some(limit @ 1..=MAX_PAGE_SIZE) => Ok(i32::try_from(limit).unwrap_or(0)),
+        Some(_) => Err(Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 100",
+        )),
+    }
+}
+
 /// The API routes and their OpenAPI document, with the common responses added to every
 /// operation (a modifier on `ApiDoc` would run before the routes exist).
 pub fn api() -> (axum::Router<AppState>, OpenApiDoc) {
@@ -111,6 +130,16 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(users::update_address, users::delete_address))
         .routes(routes!(admin::list_users))
         .routes(routes!(admin::get_user, admin::update_user_access))
+        .routes(routes!(products::search))
+        .routes(routes!(products::get_product))
+        .routes(routes!(products::get_product_by_sku))
+        .routes(routes!(products::list_categories))
+        .routes(routes!(products::create_category))
+        .routes(routes!(products::create_product))
+        .routes(routes!(products::replace_product, products::delete_product))
+        .routes(routes!(products::import))
+        .routes(routes!(inventory::get_inventory))
+        .routes(routes!(inventory::adjust))
         .routes(routes!(system::jwks))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))

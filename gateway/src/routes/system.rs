@@ -63,8 +63,8 @@ pub async fn healthz() -> axum::Json<HealthResponse> {
     })
 }
 
-/// Readiness: the gateway can serve, i.e. the user service reports SERVING over gRPC health
-/// and the token keys are loaded.
+/// Readiness: the gateway can serve, i.e. every service it calls reports SERVING over gRPC
+/// health and the token keys are loaded.
 #[utoipa::path(
     get, path = "/readyz", tag = "system",
     responses(
@@ -73,35 +73,51 @@ pub async fn healthz() -> axum::Json<HealthResponse> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let mut checks = BTreeMap::new();
-    let mut health = state.user_health.clone();
-    let user = tokio::time::timeout(
-        READINESS_TIMEOUT,
-        health.check(HealthCheckRequest {
-            service: shopmesh_contracts::user::user_service_server::SERVICE_NAME.to_owned(),
-        }),
-    )
+    let dependencies = [
+        (
+            "user",
+            state.user_health.clone(),
+            shopmesh_contracts::user::user_service_server::SERVICE_NAME,
+        ),
+        (
+            "product",
+            state.product_health.clone(),
+            shopmesh_contracts::pb::shopmesh::product::v1::product_service_server::SERVICE_NAME,
+        ),
+        (
+            "inventory",
+            state.product_health.clone(),
+            shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_server::SERVICE_NAME,
+        ),
+    ];
+    let checks = futures::future::join_all(dependencies.into_iter().map(
+        |(name, mut health, service)| async move {
+            let answer = tokio::time::timeout(
+                READINESS_TIMEOUT,
+                health.check(HealthCheckRequest {
+                    service: service.to_owned(),
+                }),
+            )
+            .await;
+            let state = match answer {
+                Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
+                    "serving"
+                }
+                Ok(Ok(_)) => "not_serving",
+                _ => "unreachable",
+            };
+            (name.to_owned(), state.to_owned())
+        },
+    ))
     .await;
-    let user_ready = match user {
-        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
-            checks.insert("user".to_owned(), "serving".to_owned());
-            true
-        }
-        Ok(Ok(_)) => {
-            checks.insert("user".to_owned(), "not_serving".to_owned());
-            false
-        }
-        _ => {
-            checks.insert("user".to_owned(), "unreachable".to_owned());
-            false
-        }
-    };
+    let mut checks: BTreeMap<String, String> = checks.into_iter().collect();
+    let services_ready = checks.values().all(|state| state == "serving");
     let keys_ready = state.jwks.is_loaded();
     checks.insert(
         "jwks".to_owned(),
         if keys_ready { "loaded" } else { "missing" }.to_owned(),
     );
-    let ready = user_ready && keys_ready;
+    let ready = services_ready && keys_ready;
     let status = if ready {
         StatusCode::OK
     } else {

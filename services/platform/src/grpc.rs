@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -197,10 +198,18 @@ impl GrpcServer {
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
         };
+        // Nagle's algorithm would hold back small responses for ~40 ms behind delayed ACKs;
+        // tonic's own tcp_nodelay only covers listeners it binds itself.
+        let incoming = TcpListenerStream::new(self.listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        });
         let server = tonic::transport::Server::builder()
             .layer(tower::layer::layer_fn(GrpcObserve))
             .add_routes(self.routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);
         // The grace period starts when shutdown is requested; a call still running after it is
         // abandoned so the process can exit.
@@ -246,7 +255,14 @@ where
         let future = self.0.call(request);
         Box::pin(
             async move {
-                let response = future.await;
+                let mut response = future.await;
+                // Echo the request id so a caller can correlate the answer with its logs.
+                if let (Ok(resp), Ok(value)) =
+                    (&mut response, http::HeaderValue::from_str(&request_id))
+                    && !request_id.is_empty()
+                {
+                    resp.headers_mut().insert(REQUEST_ID, value);
+                }
                 let code = match &response {
                     Ok(resp) => resp
                         .headers()
@@ -303,5 +319,26 @@ impl CallContext {
             metadata.insert("authorization", value);
         }
         request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_context_carries_request_id_and_caller_token() {
+        let ctx = CallContext {
+            request_id: Some("req-1".into()),
+            bearer: Some("tok".into()),
+        };
+        let request = ctx.request(());
+        assert_eq!(request.metadata().get(REQUEST_ID).unwrap(), "req-1");
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer tok"
+        );
+        let anonymous = CallContext::default().request(());
+        assert!(anonymous.metadata().get("authorization").is_none());
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod grpc;
+pub mod jwks;
 pub mod metrics;
 pub mod problem;
 pub mod settings;
