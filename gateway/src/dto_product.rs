@@ -156,6 +156,13 @@ pub struct CategoryResponse {
     pub created_at: DateTime<Utc>,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CategoryQuery {
+    /// Only the direct children of this category (empty: the root categories).
+    pub parent_id: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct CategoryList {
     pub items: Vec<CategoryResponse>,

@@ -139,8 +139,29 @@ async fn admins_manage_products_with_etags_and_everyone_reads_them() {
     let deleted = app.get(&format!("/api/products/{id}"), None).await;
     assert!(deleted.body["deleted_at"].is_string());
 
+    let trail = app
+        .post(
+            "/api/admin/categories",
+            json!({"name": "Trail shoes", "slug": "trail-shoes", "parent_id": category_id}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(trail.status, 201, "{}", trail.text);
     let categories = app.get("/api/categories", None).await;
     assert_eq!(categories.body["items"][0]["slug"], "shoes");
+    assert_eq!(categories.body["items"].as_array().unwrap().len(), 2);
+    let children = app
+        .get(&format!("/api/categories?parent_id={category_id}"), None)
+        .await;
+    let slugs: Vec<&str> = children.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["trail-shoes"]);
+    let roots = app.get("/api/categories?parent_id=", None).await;
+    assert_eq!(roots.body["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

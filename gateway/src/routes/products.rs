@@ -12,8 +12,8 @@ use shopmesh_platform::problem::Problem;
 
 use crate::dto::ProblemDoc;
 use crate::dto_product::{
-    CategoryBody, CategoryList, CategoryResponse, ImportReport, NewProductBody, ProductPage,
-    ProductResponse, ProductSort, ReplaceProductBody, SearchQuery, import_rows,
+    CategoryBody, CategoryList, CategoryQuery, CategoryResponse, ImportReport, NewProductBody,
+    ProductPage, ProductResponse, ProductSort, ReplaceProductBody, SearchQuery, import_rows,
 };
 use crate::extract::{AdminCaller, Anonymous, ApiJson, ApiQuery, Caller};
 use crate::routes::{PROBLEM, page_size, upstream};
@@ -154,14 +154,17 @@ pub async fn get_product_by_sku(
     Ok(with_etag(StatusCode::OK, product))
 }
 
-/// The category tree as a flat list, parents before children.
+/// The category tree as a flat list, parents before children; with `parent_id`, only that
+/// category's direct children (`parent_id=` empty: the roots).
 #[utoipa::path(
     get, path = "/api/categories", tag = "catalog",
-    responses((status = 200, description = "Every category", body = CategoryList))
+    params(CategoryQuery),
+    responses((status = 200, description = "The categories", body = CategoryList))
 )]
 pub async fn list_categories(
     State(state): State<AppState>,
     Anonymous(ctx): Anonymous,
+    ApiQuery(query): ApiQuery<CategoryQuery>,
 ) -> Result<axum::Json<CategoryList>, Problem> {
     let categories = state
         .product
@@ -172,7 +175,11 @@ pub async fn list_categories(
         .into_inner()
         .categories;
     Ok(axum::Json(CategoryList {
-        items: categories.into_iter().map(Into::into).collect(),
+        items: categories
+            .into_iter()
+            .filter(|c| query.parent_id.as_ref().is_none_or(|p| *p == c.parent_id))
+            .map(Into::into)
+            .collect(),
     }))
 }
 

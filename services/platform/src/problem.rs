@@ -185,5 +185,10 @@ mod tests {
             Problem::from_status(&tonic::Status::already_exists("taken")).status,
             409
         );
+        let oversold = Problem::from_status(&tonic::Status::failed_precondition(
+            "insufficient stock for SKU FLASH-1",
+        ));
+        assert_eq!(oversold.status, 409);
+        assert!(oversold.detail.contains("FLASH-1"));
     }
 }
