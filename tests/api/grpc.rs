@@ -73,6 +73,12 @@ async fn server_answers_health_and_reflection(url: &str, services: &[&str]) {
     for service in services {
         assert!(names.contains(&(*service).to_owned()), "{names:?}");
     }
+    // Only what this server serves is advertised, not every contract of the descriptor set.
+    assert!(
+        !names.iter().any(|n| n.starts_with("shopmesh.cart.")),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), services.len() + 2, "{names:?}");
     assert!(
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
@@ -120,6 +126,7 @@ async fn grpcurl_lists_and_describes_the_user_service() {
     );
     assert!(stdout.contains(USER_SERVICE), "{stdout}");
     assert!(stdout.contains("grpc.health.v1.Health"), "{stdout}");
+    assert!(!stdout.contains("shopmesh.order.v1"), "{stdout}");
 
     let call = tokio::process::Command::new(&grpcurl)
         .args([

@@ -59,6 +59,27 @@ pub struct TestApp {
     _nginx: Child,
     _run_dir: TempDir,
     _trigger: ShutdownTrigger,
+    _database: PgDatabase,
+}
+
+/// A PostgreSQL database of one test, dropped (connections and all) when the test ends.
+pub struct PgDatabase(pub String);
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("dropdb")
+            .args([
+                "-U",
+                "postgres",
+                "-h",
+                "127.0.0.1",
+                "--if-exists",
+                "--force",
+                &self.0,
+            ])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A directory removed when dropped.
@@ -134,6 +155,8 @@ pub fn test_settings(options: &Options) -> (Settings, String) {
         ),
         ("RATE_LIMIT_USER_BURST", options.user_burst.to_string()),
         ("ACCESS_TOKEN_TTL_SECS", options.access_ttl_secs.to_string()),
+        // Test refresh tokens expire from Redis within the hour.
+        ("REFRESH_TOKEN_TTL_SECS", "3600".to_owned()),
         ("CORS_ALLOWED_ORIGINS", "https://shop.example".to_owned()),
         ("SHUTDOWN_GRACE_SECS", "5".to_owned()),
     ]
@@ -205,6 +228,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let (trigger, stop) = shutdown::channel();
     let (settings, database) = test_settings(&options);
+    let product_database = database.replacen("test_", "product_", 1);
     let user = shopmesh_user::Application::build(&settings)
         .await
         .expect("user service starts");
@@ -263,6 +287,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         mongo,
         _nginx: nginx,
         _run_dir: run_dir,
+        _database: PgDatabase(product_database),
         _trigger: trigger,
     }
 }

@@ -8,9 +8,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::helpers::{PASSWORD, TempDir, free_port, mongodb_url, postgres_server, redis_url};
+use crate::helpers::{
+    PASSWORD, PgDatabase, TempDir, free_port, mongodb_url, postgres_server, redis_url,
+};
 
-fn base_env() -> (HashMap<&'static str, String>, String) {
+/// Environment for one process test; the guard drops its product database afterwards.
+fn base_env() -> (HashMap<&'static str, String>, String, PgDatabase) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let database = format!("test_{unique}");
     let env = HashMap::from([
@@ -27,7 +30,8 @@ fn base_env() -> (HashMap<&'static str, String>, String) {
         ("REDIS_KEY_PREFIX", format!("test:{unique}:")),
         ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
     ]);
-    (env, database)
+    let guard = PgDatabase(format!("product_{unique}"));
+    (env, database, guard)
 }
 
 fn shopmesh(env: &HashMap<&'static str, String>, dir: &TempDir) -> Command {
@@ -45,7 +49,7 @@ fn shopmesh(env: &HashMap<&'static str, String>, dir: &TempDir) -> Command {
 #[tokio::test]
 async fn an_in_flight_request_completes_when_sigterm_arrives() {
     let dir = TempDir::new("shopmesh-proc");
-    let (mut env, _) = base_env();
+    let (mut env, _, _db) = base_env();
     let gateway_port = free_port();
     let user_port = free_port();
     env.insert("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"));
@@ -118,7 +122,7 @@ async fn an_in_flight_request_completes_when_sigterm_arrives() {
 #[tokio::test]
 async fn production_refuses_to_start_without_a_signing_key() {
     let dir = TempDir::new("shopmesh-proc");
-    let (mut env, _) = base_env();
+    let (mut env, _, _db) = base_env();
     env.insert("SHOPMESH_PROFILE", "production".into());
     env.insert("USER_GRPC_ADDR", "127.0.0.1:0".into());
     let output = shopmesh(&env, &dir)
@@ -134,7 +138,7 @@ async fn production_refuses_to_start_without_a_signing_key() {
 #[tokio::test]
 async fn admin_create_is_idempotent_and_promotes_existing_accounts() {
     let dir = TempDir::new("shopmesh-proc");
-    let (env, database) = base_env();
+    let (env, database, _db) = base_env();
     let run = |email: &'static str| {
         let mut command = shopmesh(&env, &dir);
         command.args(["admin", "create", "--email", email, "--password", PASSWORD]);
@@ -191,7 +195,7 @@ async fn wait_http(url: &str) {
 #[tokio::test]
 async fn split_targets_work_as_separate_processes() {
     let dir = TempDir::new("shopmesh-proc");
-    let (mut env, _) = base_env();
+    let (mut env, _, _db) = base_env();
     let user_port = free_port();
     let product_port = free_port();
     let gateway_port = free_port();
@@ -282,7 +286,7 @@ async fn split_targets_work_as_separate_processes() {
 #[tokio::test]
 async fn seed_loads_a_demo_catalog_idempotently() {
     let dir = TempDir::new("shopmesh-proc");
-    let (env, _) = base_env();
+    let (env, _, _db) = base_env();
     let first = shopmesh(&env, &dir).arg("seed").output().await.unwrap();
     assert!(
         first.status.success(),

@@ -141,17 +141,26 @@ impl GrpcServerBuilder {
                 .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(shopmesh_contracts::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Advertise exactly what this server serves: the descriptor set holds every contract,
+        // including services that run elsewhere.
+        let reflection = |own_name: &str| {
+            self.services.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(
+                        shopmesh_contracts::pb::FILE_DESCRIPTOR_SET,
+                    )
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .with_service_name("grpc.health.v1.Health")
+                    .with_service_name(own_name),
+                |builder, service| builder.with_service_name(*service),
+            )
         };
         let routes = self
             .routes
             .ok_or_else(|| anyhow::anyhow!("a gRPC server needs at least one service"))?
             .add_service(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?);
+            .add_service(reflection("grpc.reflection.v1.ServerReflection").build_v1()?)
+            .add_service(reflection("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()?);
         Ok(GrpcServer {
             listener,
             routes,
