@@ -83,7 +83,8 @@ async fn an_in_flight_request_completes_when_sigterm_arrives() {
     );
     stream.write_all(request_head.as_bytes()).await.unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Give the server ample time (CI runs tests in parallel on two cores) to read the head.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
 
     let pid = child.id().unwrap().to_string();
     let kill = Command::new("kill")
@@ -92,7 +93,7 @@ async fn an_in_flight_request_completes_when_sigterm_arrives() {
         .await
         .unwrap();
     assert!(kill.success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // New connections are no longer accepted while the old one drains.
     assert!(
