@@ -121,6 +121,24 @@ impl Source<'_> {
         self.raw(key).unwrap_or_else(|| default.to_owned())
     }
 
+    /// A value with a dev default; the production profile must set it explicitly, so a
+    /// production process never silently talks to a developer's local store.
+    fn store_url(
+        &self,
+        key: &'static str,
+        dev_default: &str,
+        profile: Profile,
+    ) -> Result<Secret, SettingsError> {
+        match (self.raw(key), profile) {
+            (Some(value), _) => Ok(Secret::new(value)),
+            (None, Profile::Dev) => Ok(Secret::new(dev_default)),
+            (None, Profile::Production) => Err(SettingsError {
+                key,
+                reason: "required in the production profile".into(),
+            }),
+        }
+    }
+
     fn parse<T>(&self, key: &'static str, default: &str) -> Result<T, SettingsError>
     where
         T: FromStr,
@@ -221,14 +239,15 @@ impl Settings {
             product_grpc_addr,
             product_grpc_url,
             metrics_addr: src.parse("METRICS_ADDR", "127.0.0.1:9464")?,
-            mongodb_url: Secret::new(src.string("MONGODB_URL", "mongodb://127.0.0.1:27017")),
+            mongodb_url: src.store_url("MONGODB_URL", "mongodb://127.0.0.1:27017", profile)?,
             mongodb_database: src.string("MONGODB_DATABASE", "shopmesh_user"),
-            redis_url: Secret::new(src.string("REDIS_URL", "redis://127.0.0.1:6379")),
+            redis_url: src.store_url("REDIS_URL", "redis://127.0.0.1:6379", profile)?,
             redis_key_prefix: src.string("REDIS_KEY_PREFIX", "shopmesh:"),
-            product_database_url: Secret::new(src.string(
+            product_database_url: src.store_url(
                 "PRODUCT_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/shopmesh_product",
-            )),
+                profile,
+            )?,
             jwt: JwtSettings {
                 private_key_pem: src.raw("JWT_PRIVATE_KEY_PEM").map(Secret::new),
                 issuer: src.string("JWT_ISSUER", "shopmesh"),
@@ -289,6 +308,21 @@ mod tests {
         assert_eq!(err.key, "SHOPMESH_PROFILE");
         let err = settings(&[("RATE_LIMIT_IP_BURST", "0")]).unwrap_err();
         assert_eq!(err.key, "RATE_LIMIT_IP_BURST");
+    }
+
+    #[test]
+    fn production_needs_explicit_store_urls() {
+        let err = settings(&[("SHOPMESH_PROFILE", "production")]).unwrap_err();
+        assert_eq!(err.key, "MONGODB_URL");
+        let ok = settings(&[
+            ("SHOPMESH_PROFILE", "production"),
+            ("MONGODB_URL", "mongodb://mongo:27017"),
+            ("REDIS_URL", "redis://redis:6379"),
+            ("PRODUCT_DATABASE_URL", "postgres://db/shopmesh_product"),
+        ])
+        .unwrap();
+        assert_eq!(ok.profile, Profile::Production);
+        assert_eq!(ok.redis_url.expose(), "redis://redis:6379");
     }
 
     #[test]
