@@ -182,7 +182,7 @@ async fn serve(settings: Settings, target: Target) -> anyhow::Result<()> {
         });
         let app = shopmesh_product::Application::build_with_verifier(
             &settings,
-            shopmesh_product::config::ProductConfig::default(),
+            shopmesh_product::config::ProductConfig::from_settings(&settings)?,
             jwks.verifier().clone(),
         )
         .await

@@ -70,6 +70,17 @@ pub struct GatewayPolicy {
     pub trust_proxy_headers: bool,
 }
 
+/// Tunables of the product service.
+#[derive(Clone, Copy, Debug)]
+pub struct ProductSettings {
+    /// How long Reserve holds stock when the caller names no TTL.
+    pub reservation_ttl: Duration,
+    /// How often expired reservations are swept.
+    pub sweep_interval: Duration,
+    /// Size of the PostgreSQL connection pool.
+    pub db_max_connections: u32,
+}
+
 /// Outbound gRPC call limits.
 #[derive(Clone, Copy, Debug)]
 pub struct GrpcClientSettings {
@@ -94,6 +105,7 @@ pub struct Settings {
     pub redis_url: Secret,
     pub redis_key_prefix: String,
     pub product_database_url: Secret,
+    pub product: ProductSettings,
     pub jwt: JwtSettings,
     pub gateway: GatewayPolicy,
     pub grpc_client: GrpcClientSettings,
@@ -248,6 +260,11 @@ impl Settings {
                 "postgres://postgres@127.0.0.1:5432/shopmesh_product",
                 profile,
             )?,
+            product: ProductSettings {
+                reservation_ttl: src.secs("PRODUCT_RESERVATION_TTL_SECS", "900")?,
+                sweep_interval: src.secs("PRODUCT_SWEEP_INTERVAL_SECS", "5")?,
+                db_max_connections: src.positive("PRODUCT_DB_MAX_CONNECTIONS", "20")?,
+            },
             jwt: JwtSettings {
                 private_key_pem: src.raw("JWT_PRIVATE_KEY_PEM").map(Secret::new),
                 issuer: src.string("JWT_ISSUER", "shopmesh"),

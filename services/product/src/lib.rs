@@ -61,7 +61,7 @@ pub fn services(
 /// only set for new products), with a progress bar on the terminal.
 pub async fn seed(settings: &Settings) -> anyhow::Result<SeedReport> {
     migrate(settings).await?;
-    let config = ProductConfig::default();
+    let config = ProductConfig::from_settings(settings)?;
     let pool = db::connect(settings.product_database_url.expose(), &config).await?;
     let (catalog, _) = services(&pool, &config);
     let report = seed::seed_catalog(&catalog).await;
@@ -83,7 +83,7 @@ impl Application {
     /// (port 0 picks a free port). Tokens are verified against the configured signing key, like
     /// the user service does.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, ProductConfig::default()).await
+        Self::build_with(settings, ProductConfig::from_settings(settings)?).await
     }
 
     /// [`Application::build`] with explicit tunables (tests shorten the sweeper interval).
