@@ -1,4 +1,5 @@
-# shopmesh: one binary, one target per container (`serve --target all|gateway|user|product`, `migrate`, `seed`, `admin`).
+# shopmesh: one binary, one target per container (`serve --target all|gateway|<service>`, `migrate`, `seed`, `admin`,
+# `mesh-keys`; `shopmesh services` lists the services and their gRPC ports).
 #
 #   docker build -t shopmesh .
 #   docker run --rm -e JWT_PRIVATE_KEY_PEM="$(cat key.pem)" ... shopmesh serve --target gateway
@@ -19,19 +20,20 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 shopmesh \
     && useradd --system --uid 10001 --gid shopmesh --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin shopmesh
+        --shell /usr/sbin/nologin shopmesh \
+    && mkdir -p /mesh && chown 10001:10001 /mesh && chmod 0700 /mesh
 COPY --from=builder /usr/local/bin/shopmesh /usr/local/bin/shopmesh
 
 # Containers listen on all interfaces; everything else comes from the environment (.env.example).
+# /mesh holds the service identity keys (a volume or mounted secrets).
 ENV LOG_FORMAT=json \
-    GATEWAY_ADDR=0.0.0.0:8081 \
-    USER_GRPC_ADDR=0.0.0.0:50051 \
-    PRODUCT_GRPC_ADDR=0.0.0.0:50052 \
-    METRICS_ADDR=0.0.0.0:9464
+    BIND_HOST=0.0.0.0 \
+    MESH_KEYS_DIR=/mesh
 WORKDIR /app
 USER 10001:10001
-# gateway (REST + its /metrics), user and product gRPC, /metrics of processes without a gateway
-EXPOSE 8081 50051 50052 9464
+# gateway (REST + its /metrics) and /metrics of processes without a gateway; each service's gRPC
+# port is declared where it is deployed (docker-compose.yml is generated from the service list).
+EXPOSE 8081 9464
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/shopmesh"]
 CMD ["serve", "--target", "all"]

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use shopmesh_platform::auth::Identity;
-use shopmesh_platform::grpc::CallContext;
+use shopmesh_platform::grpc::{CallContext, Deadline};
 use shopmesh_platform::problem::Problem;
 
 /// A JSON body; malformed JSON is 400, a body that does not fit the schema (missing, unknown or
@@ -117,6 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 ctx: CallContext {
                     request_id: request_id(parts),
                     bearer: Some(token.clone()),
+                    deadline: parts.extensions.get::<Deadline>().copied(),
                 },
             }),
             Some(Authentication::Refused) => Err(Problem::new(
@@ -156,6 +157,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Anonymous {
         Ok(Self(CallContext {
             request_id: request_id(parts),
             bearer: None,
+            deadline: parts.extensions.get::<Deadline>().copied(),
         }))
     }
 }

@@ -3,41 +3,41 @@
 //! services, answers errors as problem+json, and serves the OpenAPI document and Swagger UI.
 
 pub mod dto;
-pub mod dto_product;
 pub mod extract;
+pub mod import;
 pub mod middleware;
 pub mod routes;
+pub mod settings;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{BoxError, Router};
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::Settings;
-use shopmesh_platform::auth::TokenVerifier;
-use shopmesh_platform::grpc::channel;
+use shopmesh_platform::identity::ServiceSigner;
+use shopmesh_platform::jwks::JwksCache;
+use shopmesh_platform::mesh::peer_channel;
 use shopmesh_platform::problem::Problem;
 use shopmesh_platform::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::middleware::Limiters;
-use shopmesh_platform::jwks::JwksCache;
-
-use crate::state::AppState;
+use crate::settings::GatewaySettings;
+pub use crate::state::{AppState, Upstream};
 
 /// How often idle rate-limit buckets are forgotten.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -86,15 +86,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-async fn timeout_error(err: BoxError) -> Response {
-    if err.is::<tower::timeout::error::Elapsed>() {
-        Problem::new(StatusCode::GATEWAY_TIMEOUT, "the request took too long").into_response()
-    } else {
-        tracing::error!(error = %err, "middleware error");
-        Problem::internal().into_response()
-    }
-}
-
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     Problem::internal().into_response()
@@ -117,6 +108,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route("/docs/grpc", get(routes::system::grpc_reference))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -130,8 +122,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(middleware::metrics))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(cors(&policy.cors_allowed_origins))
-                .layer(HandleErrorLayer::new(timeout_error))
-                .timeout(policy.request_timeout)
+                .layer(axum::middleware::from_fn_with_state(
+                    policy.clone(),
+                    middleware::deadline,
+                ))
                 .layer(DefaultBodyLimit::max(policy.body_limit_bytes)),
         )
 }
@@ -144,29 +138,49 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `GATEWAY_ADDR` (port 0 picks a free port). The user service may not be up yet:
-    /// channels connect lazily and the public keys are fetched in the background.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+    /// Binds `GATEWAY_ADDR` (port 0 picks a free port) with one resilient channel per upstream,
+    /// each call signed with the gateway's own service identity. The services may not be up
+    /// yet: channels connect lazily, and `jwks` is filled in the background by the caller.
+    pub async fn build(
+        gateway: &GatewaySettings,
+        settings: &Settings,
+        upstreams: Vec<Upstream>,
+        jwks: Arc<JwksCache>,
+        identity: &ServiceSigner,
+    ) -> anyhow::Result<Self> {
         shopmesh_platform::metrics::handle();
-        let user_channel = channel(&settings.user_grpc_url, &settings.grpc_client)?;
-        let product_channel = channel(&settings.product_grpc_url, &settings.grpc_client)?;
+        let mut channels = BTreeMap::new();
+        for upstream in &upstreams {
+            channels.insert(
+                upstream.name,
+                peer_channel(
+                    upstream.name,
+                    &upstream.url,
+                    &settings.grpc_client,
+                    identity,
+                )?,
+            );
+        }
+        let channel = |name: &str| {
+            channels
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("the gateway needs the {name} service"))
+        };
         let state = AppState {
-            user: UserServiceClient::new(user_channel.clone()),
-            user_health: HealthClient::new(user_channel),
-            product: ProductServiceClient::new(product_channel.clone()),
-            inventory: InventoryServiceClient::new(product_channel.clone()),
-            product_health: HealthClient::new(product_channel),
-            jwks: Arc::new(JwksCache::new(TokenVerifier::new(
-                &settings.jwt.issuer,
-                &settings.jwt.audience,
-            ))),
-            policy: Arc::new(settings.gateway.clone()),
+            user: UserServiceClient::new(channel("user")?),
+            product: ProductServiceClient::new(channel("product")?),
+            inventory: InventoryServiceClient::new(channel("product")?),
+            channels: Arc::new(channels),
+            upstreams: Arc::new(upstreams),
+            jwks,
+            policy: Arc::new(gateway.policy.clone()),
             limiters: Arc::new(Limiters::new(
-                settings.gateway.rate_limit_ip,
-                settings.gateway.rate_limit_user,
+                gateway.policy.rate_limit_ip,
+                gateway.policy.rate_limit_user,
             )),
         };
-        let listener = TcpListener::bind(settings.gateway_addr).await?;
+        let listener = TcpListener::bind(gateway.addr).await?;
         Ok(Self {
             listener,
             state,
@@ -187,12 +201,6 @@ impl Application {
     /// Serves until `shutdown`: stops accepting, lets in-flight requests finish (bounded by the
     /// grace period), then returns.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let jwks = tokio::spawn(
-            self.state
-                .jwks
-                .clone()
-                .run(self.state.user.clone(), shutdown.clone()),
-        );
         let limiters = self.state.limiters.clone();
         let prune_stop = shutdown.clone();
         let prune = tokio::spawn(async move {
@@ -220,7 +228,6 @@ impl Application {
                 tokio::time::sleep(grace).await;
             } => tracing::warn!("HTTP drain did not finish within the grace period"),
         }
-        jwks.abort();
         prune.abort();
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::settings::RateLimit;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -14,12 +15,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use shopmesh_platform::auth::{AuthError, bearer_token};
-use shopmesh_platform::grpc::REQUEST_ID;
+use shopmesh_platform::grpc::{Deadline, REQUEST_ID};
 use shopmesh_platform::problem::Problem;
-use shopmesh_platform::settings::RateLimit;
 use tracing::Instrument;
 
 use crate::extract::{Authentication, RequestId};
+use crate::settings::GatewayPolicy;
 use crate::state::AppState;
 
 type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
@@ -97,6 +98,30 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Path of the streamed product import, which runs under its own budget.
+const IMPORT_PATH: &str = "/api/admin/products/import";
+
+/// Gives every request its budget (the import its longer one) as a [`Deadline`] that the
+/// extractors hand to every gRPC call, and answers 504 when it runs out.
+pub async fn deadline(
+    State(policy): State<Arc<GatewayPolicy>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let budget = if req.uri().path() == IMPORT_PATH {
+        policy.import_timeout
+    } else {
+        policy.request_timeout
+    };
+    req.extensions_mut().insert(Deadline::after(budget));
+    match tokio::time::timeout(budget, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, "the request took too long").into_response()
+        }
+    }
+}
+
 /// Records request count and latency by method, route template and status.
 pub async fn metrics(req: Request, next: Next) -> Response {
     let route = req
@@ -141,7 +166,8 @@ pub async fn authenticate_and_limit(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let now = DefaultClock::default().now();
+    // The limiter's own clock: building a clock calibrates it, far too costly per request.
+    let now = state.limiters.per_ip.clock().now();
     let ip = client_ip(&req, state.policy.trust_proxy_headers);
     if let Err(not_until) = state.limiters.per_ip.check_key(&ip) {
         return too_many(not_until.wait_time_from(now));

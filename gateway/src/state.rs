@@ -1,25 +1,42 @@
-//! Shared state of the gateway: gRPC clients, the JWKS cache, edge policy and rate limiters.
+//! Shared state of the gateway: one resilient gRPC channel per upstream service, the JWKS
+//! cache, edge policy and rate limiters.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
+use shopmesh_platform::client::MeshChannel;
 use shopmesh_platform::jwks::JwksCache;
-use shopmesh_platform::settings::GatewayPolicy;
-use tonic::transport::Channel;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::middleware::Limiters;
+use crate::settings::GatewayPolicy;
+
+/// A service the gateway calls: where it is and which gRPC services `/readyz` checks on it.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub name: &'static str,
+    pub url: String,
+    pub health: &'static [&'static str],
+}
 
 #[derive(Clone)]
 pub struct AppState {
-    pub user: UserServiceClient<Channel>,
-    pub user_health: HealthClient<Channel>,
-    pub product: ProductServiceClient<Channel>,
-    pub inventory: InventoryServiceClient<Channel>,
-    pub product_health: HealthClient<Channel>,
+    /// The channel of every upstream, by service name (each with its own circuit breaker).
+    pub channels: Arc<BTreeMap<&'static str, MeshChannel>>,
+    pub upstreams: Arc<Vec<Upstream>>,
+    pub user: UserServiceClient<MeshChannel>,
+    pub product: ProductServiceClient<MeshChannel>,
+    pub inventory: InventoryServiceClient<MeshChannel>,
     pub jwks: Arc<JwksCache>,
     pub policy: Arc<GatewayPolicy>,
     pub limiters: Arc<Limiters>,
+}
+
+impl AppState {
+    /// The channel to an upstream service, for a route module's typed client.
+    pub fn channel(&self, service: &str) -> Option<MeshChannel> {
+        self.channels.get(service).cloned()
+    }
 }

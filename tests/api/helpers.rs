@@ -1,20 +1,18 @@
-//! Test harness: each test gets its own MongoDB database, its own Redis key prefix, a user
-//! service and a gateway on free ports, and its own nginx edge in front of them.
+//! Test harness: each test gets its own MongoDB and PostgreSQL databases, its own Redis key
+//! prefix and run directory (so its own generated keys), the services of the binary's list and
+//! the gateway on free ports (started by the same code as `shopmesh serve`), and its own nginx
+//! edge in front of them. Everything is stopped and dropped when the test ends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
-use shopmesh_contracts::user::user_service_client::UserServiceClient;
-use shopmesh_platform::Settings;
-use shopmesh_platform::auth::TokenVerifier;
-use shopmesh_platform::grpc::channel;
-use shopmesh_platform::jwks::JwksCache;
-use shopmesh_platform::shutdown::{self, ShutdownTrigger};
+use shopmesh::run::{self, Running};
+use shopmesh_platform::identity::{MeshKeys, SERVICE_TOKEN};
+use shopmesh_platform::mesh::{Mesh, addr_key, url_key};
+use shopmesh_platform::{Env, Settings};
 use shopmesh_product::config::ProductConfig;
 use tokio::process::{Child, Command};
 
@@ -29,6 +27,11 @@ pub struct Options {
     pub user_burst: u32,
     pub access_ttl_secs: u64,
     pub product_config: ProductConfig,
+    /// Services started in the test's process; the others are pointed at a closed port, as
+    /// if they were down. `None`: all of them.
+    pub services: Option<Vec<&'static str>>,
+    /// Extra environment (e.g. shorter timeouts).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -39,7 +42,12 @@ impl Default for Options {
             user_per_second: 10_000,
             user_burst: 10_000,
             access_ttl_secs: 900,
-            product_config: ProductConfig::default(),
+            product_config: ProductConfig {
+                sweep_interval: Duration::from_secs(1),
+                ..ProductConfig::default()
+            },
+            services: None,
+            env: Vec::new(),
         }
     }
 }
@@ -53,13 +61,17 @@ pub struct TestApp {
     pub user_grpc: String,
     /// The product service's gRPC endpoint.
     pub product_grpc: String,
+    pub env: Env,
     pub settings: Settings,
     pub http: reqwest::Client,
     pub mongo: mongodb::Database,
-    _nginx: Child,
+    /// This installation's service identity keys (to call internal RPCs as a service would).
+    pub keys: MeshKeys,
+    pub nginx: Nginx,
+    _running: Running,
     _run_dir: TempDir,
-    _trigger: ShutdownTrigger,
     _database: PgDatabase,
+    _mongo_database: MongoDatabase,
 }
 
 /// A PostgreSQL database of one test, dropped (connections and all) when the test ends.
@@ -79,6 +91,28 @@ impl Drop for PgDatabase {
             ])
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A MongoDB database of one test, dropped when the test ends.
+pub struct MongoDatabase(pub String);
+
+impl Drop for MongoDatabase {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // The driver is async; drop it from a thread of its own with a small runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(client) = mongodb::Client::with_uri_str(mongodb_url()).await {
+                    let _ = client.database(&name).drop().await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -125,17 +159,17 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Settings for one test: unique database and key prefix, ephemeral ports.
-pub fn test_settings(options: &Options) -> (Settings, String) {
+/// The environment of one test: unique databases and key prefix, its own run directory (so its
+/// own generated keys), every listener on an ephemeral port.
+pub fn test_env(options: &Options, run_dir: &Path) -> (Env, String) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let database = format!("test_{unique}");
-    let env: HashMap<String, String> = [
+    let mut env: HashMap<String, String> = [
         ("SHOPMESH_PROFILE", "dev".to_owned()),
         ("LOG_FORMAT", "pretty".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        ("SHOPMESH_RUN_DIR", run_dir.display().to_string()),
         ("GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
-        ("USER_GRPC_ADDR", "127.0.0.1:0".to_owned()),
-        ("PRODUCT_GRPC_ADDR", "127.0.0.1:0".to_owned()),
         (
             "PRODUCT_DATABASE_URL",
             format!("{}/product_{unique}", postgres_server()),
@@ -163,7 +197,19 @@ pub fn test_settings(options: &Options) -> (Settings, String) {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    (Settings::from_map(&env).expect("test settings"), database)
+    let mesh = shopmesh::mesh();
+    for service in mesh.services() {
+        env.insert(addr_key(service.name()), "127.0.0.1:0".to_owned());
+        // A service that does not run here is down: nothing listens at its address.
+        env.insert(
+            url_key(service.name()),
+            format!("http://127.0.0.1:{}", free_port()),
+        );
+    }
+    for (key, value) in &options.env {
+        env.insert((*key).to_owned(), value.clone());
+    }
+    (Env::from_map(env).expect("test env"), database)
 }
 
 pub fn nginx_binary() -> String {
@@ -176,8 +222,53 @@ pub fn nginx_binary() -> String {
     })
 }
 
+/// An nginx edge in its own process group. Dropping it ends the whole group, workers included:
+/// killing only the master would leave its workers listening.
+pub struct Nginx {
+    child: Child,
+    pub group: i32,
+}
+
+impl Nginx {
+    /// Pids of the processes still in the group (master and workers).
+    pub fn processes(group: i32) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        // Fields after the parenthesised command: state, ppid, pgrp …
+                        let rest = stat.rsplit_once(')')?.1.to_owned();
+                        let mut fields = rest.split_whitespace();
+                        let state = fields.next()?;
+                        // A zombie has exited already; it only waits to be reaped.
+                        if state == "Z" {
+                            return None;
+                        }
+                        fields.nth(1)?.parse::<i32>().ok()
+                    })
+                    == Some(group)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.group)])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.start_kill();
+    }
+}
+
 /// Renders the project's nginx templates for one gateway and starts nginx on `edge_port`.
-pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> Child {
+pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> Nginx {
     let root = repo_root().join("nginx");
     let main = std::fs::read_to_string(root.join("nginx.conf.template")).expect("main template");
     let site = std::fs::read_to_string(root.join("templates/shopmesh.conf.template"))
@@ -195,7 +286,7 @@ pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> C
     std::fs::create_dir_all(run_dir.join("tmp")).expect("nginx tmp dir");
     std::fs::write(run_dir.join("nginx.conf"), main).expect("write nginx.conf");
     std::fs::write(run_dir.join("shopmesh.conf"), site).expect("write shopmesh.conf");
-    Command::new(nginx_binary())
+    let child = Command::new(nginx_binary())
         .arg("-p")
         .arg(run_dir)
         .arg("-c")
@@ -203,9 +294,15 @@ pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> C
         .args(["-g", "daemon off;"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .expect("nginx must be installed (scripts/test installs it)")
+        .expect("nginx must be installed (scripts/test installs it)");
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .unwrap_or(-1);
+    Nginx { child, group }
 }
 
 /// Polls `url` until it answers 200, for at most ten seconds.
@@ -225,53 +322,70 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
+/// The mesh of the binary, with the test's product tunables.
+fn test_mesh(options: &Options) -> Mesh {
+    let services = shopmesh::services()
+        .into_iter()
+        .map(|service| {
+            if service.name() == "product" {
+                std::sync::Arc::new(shopmesh_product::Product::with_config(
+                    options.product_config.clone(),
+                )) as std::sync::Arc<dyn shopmesh_platform::mesh::Service>
+            } else {
+                service
+            }
+        })
+        .collect();
+    Mesh::new(services)
+}
+
+/// Starts the mesh (all services, or `options.services`), the gateway and an nginx edge, all on
+/// ephemeral ports, exactly as `shopmesh serve` wires them.
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let (trigger, stop) = shutdown::channel();
-    let (settings, database) = test_settings(&options);
+    let run_dir = TempDir::new("shopmesh-test");
+    let (env, database) = test_env(&options, &run_dir.0);
+    let settings = Settings::from_env(&env).expect("test settings");
     let product_database = database.replacen("test_", "product_", 1);
-    let user = shopmesh_user::Application::build(&settings)
+    let mesh = test_mesh(&options);
+    // The order service is not in the binary's list yet, but its identity is what the inventory
+    // RPCs admit: give this installation its key pair so tests can call as the order service.
+    shopmesh_platform::identity::generate_keys(&settings.mesh_keys_dir, &["order"])
+        .expect("order service key");
+    let mut targets = vec![run::ALL];
+    if let Some(services) = &options.services {
+        targets = vec![shopmesh_platform::mesh::GATEWAY];
+        targets.extend(services.iter().copied());
+    }
+    let running = run::start(&mesh, &env, &settings, &targets)
         .await
-        .expect("user service starts");
-    let user_grpc = format!("http://127.0.0.1:{}", user.port());
-    tokio::spawn(user.run_until_stopped(stop.clone(), Duration::from_secs(5)));
+        .expect("the mesh starts");
+    let url_of = |name: &str| {
+        running
+            .started
+            .peers
+            .url(name)
+            .expect("every service has a URL")
+            .to_owned()
+    };
+    let user_grpc = url_of("user");
+    let product_grpc = url_of("product");
+    let gateway_addr = running.gateway_addr.expect("gateway runs");
+    let gateway_url = format!("http://{gateway_addr}");
+    let keys = running.started.keys.clone();
 
-    let mut settings = settings;
-    settings.user_grpc_url = user_grpc.clone();
-
-    // The product service verifies tokens with the user service's JWKS, as in `serve`.
-    let jwks = Arc::new(JwksCache::new(TokenVerifier::new(
-        &settings.jwt.issuer,
-        &settings.jwt.audience,
-    )));
-    let user_client =
-        UserServiceClient::new(channel(&user_grpc, &settings.grpc_client).expect("user channel"));
-    tokio::spawn(jwks.clone().run(user_client, stop.clone()));
-    let product = shopmesh_product::Application::build_with_verifier(
-        &settings,
-        options.product_config.clone(),
-        jwks.verifier().clone(),
-    )
-    .await
-    .expect("product service starts");
-    let product_grpc = format!("http://127.0.0.1:{}", product.port());
-    settings.product_grpc_url = product_grpc.clone();
-    tokio::spawn(product.run_until_stopped(stop.clone(), Duration::from_secs(5)));
-    let gateway = shopmesh_gateway::Application::build(&settings)
-        .await
-        .expect("gateway starts");
-    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
-    let gateway_port = gateway.port();
-    tokio::spawn(gateway.run_until_stopped(stop.clone()));
-
-    let run_dir = TempDir::new("shopmesh-nginx");
+    let nginx_dir = run_dir.0.join("nginx");
     let edge_port = free_port();
-    let nginx = start_nginx(&run_dir.0, edge_port, gateway_port).await;
+    let nginx = start_nginx(&nginx_dir, edge_port, gateway_addr.port()).await;
     let edge = format!("http://127.0.0.1:{edge_port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");
-    wait_ready(&http, &format!("{edge}/readyz")).await;
+    if options.services.is_none() {
+        wait_ready(&http, &format!("{edge}/readyz")).await;
+    } else {
+        wait_ready(&http, &format!("{edge}/healthz")).await;
+    }
 
     let mongo = mongodb::Client::with_uri_str(mongodb_url())
         .await
@@ -282,13 +396,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         gateway: gateway_url,
         user_grpc,
         product_grpc,
+        env,
         settings,
         http,
         mongo,
-        _nginx: nginx,
+        keys,
+        nginx,
+        _running: running,
         _run_dir: run_dir,
         _database: PgDatabase(product_database),
-        _trigger: trigger,
+        _mongo_database: MongoDatabase(database),
     }
 }
 
@@ -414,9 +531,32 @@ impl TestApp {
         self.login(email).await.0
     }
 
+    /// A request carrying the token of the named service, as that service would send it.
+    pub fn as_service<T>(&self, service: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let token = self
+            .keys
+            .signer(service)
+            .expect("service key")
+            .header_value()
+            .expect("service token");
+        request.metadata_mut().insert(
+            SERVICE_TOKEN,
+            token.to_str().expect("ascii").parse().expect("metadata"),
+        );
+        request
+    }
+
+    /// The access-token signer of this installation (the generated dev key in the run dir).
+    pub fn token_signer(&self) -> shopmesh_user::token::TokenSigner {
+        let user = shopmesh_user::UserSettings::from_env(&self.env).expect("user settings");
+        shopmesh_user::signer(&self.settings, &user).expect("signer")
+    }
+
     /// Creates an admin the way `shopmesh admin create` does, and logs in.
     pub async fn admin(&self, email: &str) -> String {
-        let service = shopmesh_user::connect(&self.settings)
+        let user = shopmesh_user::UserSettings::from_env(&self.env).expect("user settings");
+        let service = shopmesh_user::connect(&self.settings, &user)
             .await
             .expect("user service");
         service

@@ -1,5 +1,7 @@
 //! End-to-end tests of the REST edge (through nginx), the gRPC servers and the binary, against
 //! real MongoDB-protocol, Redis and nginx servers.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 
@@ -8,6 +10,7 @@ mod admin;
 mod catalog;
 mod edge;
 mod grpc;
+mod mesh;
 mod process;
 mod tokens;
 mod validation;

@@ -126,6 +126,31 @@ async fn production_refuses_to_start_without_a_signing_key() {
     let (mut env, _, _db) = base_env();
     env.insert("SHOPMESH_PROFILE", "production".into());
     env.insert("USER_GRPC_ADDR", "127.0.0.1:0".into());
+    let keys = dir.0.join("mesh");
+    env.insert("MESH_KEYS_DIR", keys.display().to_string());
+    // Production generates no keys: without the service identity keys it refuses to start.
+    let output = shopmesh(&env, &dir)
+        .args(["serve", "--target", "user"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("shopmesh mesh-keys"), "{stderr}");
+    assert!(!keys.exists(), "production generated keys");
+
+    let made = shopmesh(&env, &dir)
+        .arg("mesh-keys")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(keys.join("user.key").exists() && keys.join("product.pub").exists());
+    // With them, it still refuses to start the user service without its signing key.
     let output = shopmesh(&env, &dir)
         .args(["serve", "--target", "user"])
         .output()
@@ -294,10 +319,25 @@ async fn seed_loads_a_demo_catalog_idempotently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
+    // "23 categories, 308 products (308 created, 0 updated, 0 unchanged)"
+    let created = |report: &str| -> u64 {
+        report
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(" created"))
+            .and_then(|(count, _)| count.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no created count in {report:?}"))
+    };
     let report = String::from_utf8_lossy(&first.stdout).to_string();
-    assert!(report.contains(" created"), "{report}");
+    assert!(
+        created(&report) >= 300,
+        "the first seed creates the catalog: {report}"
+    );
     let second = shopmesh(&env, &dir).arg("seed").output().await.unwrap();
     assert!(second.status.success());
     let again = String::from_utf8_lossy(&second.stdout).to_string();
-    assert!(again.contains("0 created"), "{again}");
+    assert_eq!(created(&again), 0, "{again}");
+    assert!(
+        again.contains(&format!("{} unchanged", created(&report))),
+        "{again}"
+    );
 }

@@ -2,8 +2,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use shopmesh_platform::Profile;
-use shopmesh_platform::auth::{Identity, Role, Tier, TokenSigner};
+use shopmesh_platform::auth::{Identity, Role, Tier};
 
 use crate::helpers::spawn_app;
 
@@ -23,7 +22,7 @@ async fn expired_tampered_unsigned_and_hs256_tokens_are_refused() {
     let user_id = me.body["id"].as_str().unwrap().to_owned();
 
     // Expired: signed with the real key, issued two hours ago.
-    let signer = TokenSigner::from_settings(&app.settings.jwt, Profile::Dev).unwrap();
+    let signer = app.token_signer();
     let identity = Identity {
         user_id: user_id.clone(),
         role: Role::Admin,

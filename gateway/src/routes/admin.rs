@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use shopmesh_contracts::user as pb;
 use shopmesh_platform::problem::Problem;
 
-use crate::dto::{ListUsersQuery, ProblemDoc, UserAccessBody, UserPage, UserResponse};
+use crate::dto::ProblemDoc;
+use crate::dto::user::{ListUsersQuery, UserAccessBody, UserPage, UserResponse};
 use crate::extract::{AdminCaller, ApiJson, ApiQuery};
 use crate::routes::{PROBLEM, page_size, upstream};
 use crate::state::AppState;

@@ -6,9 +6,8 @@ use axum::response::IntoResponse;
 use shopmesh_contracts::user as pb;
 use shopmesh_platform::problem::Problem;
 
-use crate::dto::{
-    LoginBody, ProblemDoc, RefreshTokenBody, RegisterBody, TokenResponse, UserResponse,
-};
+use crate::dto::ProblemDoc;
+use crate::dto::user::{LoginBody, RefreshTokenBody, RegisterBody, TokenResponse, UserResponse};
 use crate::extract::{Anonymous, ApiJson};
 use crate::routes::{PROBLEM, upstream};
 use crate::state::AppState;

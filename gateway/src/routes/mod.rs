@@ -26,7 +26,9 @@ pub const PROBLEM: &str = "application/problem+json";
         title = "shopmesh API",
         description = "The REST edge of shopmesh. Errors are RFC 9457 problem documents \
             (`application/problem+json`). Authenticate with `Authorization: Bearer <access_token>` \
-            from `POST /api/auth/login`.",
+            from `POST /api/auth/login`. The internal gRPC services behind this edge are documented \
+            in the [gRPC reference](/docs/grpc): every service, method and message, and which RPCs \
+            are internal to the mesh.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     components(schemas(ProblemDoc, FieldErrorDoc)),

@@ -11,11 +11,12 @@ use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use shopmesh_platform::problem::Problem;
 
 use crate::dto::ProblemDoc;
-use crate::dto_product::{
+use crate::dto::product::{
     CategoryBody, CategoryList, CategoryQuery, CategoryResponse, ImportReport, NewProductBody,
-    ProductPage, ProductResponse, ProductSort, ReplaceProductBody, SearchQuery, import_rows,
+    ProductPage, ProductResponse, ProductSort, ReplaceProductBody, SearchQuery,
 };
 use crate::extract::{AdminCaller, Anonymous, ApiJson, ApiQuery, Caller};
+use crate::import::import_rows;
 use crate::routes::{PROBLEM, page_size, upstream};
 use crate::state::AppState;
 
@@ -40,18 +41,6 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
     let value = value.strip_prefix("W/").unwrap_or(value);
     Some(value.trim_matches('"').to_owned())
-}
-
-/// ABORTED from the product service means the etag was stale: 412 at the edge.
-fn precondition(status: tonic::Status) -> Problem {
-    if status.code() == tonic::Code::Aborted {
-        Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            "the product changed since it was read (stale If-Match)",
-        )
-    } else {
-        upstream(status)
-    }
 }
 
 fn money(amount: Option<i64>, currency: &Option<String>) -> Option<Money> {
@@ -309,7 +298,7 @@ pub async fn replace_product(
         .clone()
         .update_product(caller.ctx.request(request))
         .await
-        .map_err(precondition)?
+        .map_err(upstream)?
         .into_inner()
         .product
         .ok_or_else(Problem::internal)?;
@@ -346,7 +335,7 @@ pub async fn delete_product(
             etag: if_match(&headers).filter(|e| e != "*").unwrap_or_default(),
         }))
         .await
-        .map_err(precondition)?;
+        .map_err(upstream)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

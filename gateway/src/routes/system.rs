@@ -6,11 +6,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use shopmesh_platform::client::MeshChannel;
 use shopmesh_platform::problem::Problem;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
-use crate::dto::{HealthResponse, JwkResponse, JwksResponse, ProblemDoc, ReadinessResponse};
+use crate::dto::ProblemDoc;
+use crate::dto::system::{HealthResponse, JwkResponse, JwksResponse, ReadinessResponse};
 use crate::routes::PROBLEM;
 use crate::state::AppState;
 
@@ -73,23 +76,24 @@ pub async fn healthz() -> axum::Json<HealthResponse> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let dependencies = [
-        (
-            "user",
-            state.user_health.clone(),
-            shopmesh_contracts::user::user_service_server::SERVICE_NAME,
-        ),
-        (
-            "product",
-            state.product_health.clone(),
-            shopmesh_contracts::pb::shopmesh::product::v1::product_service_server::SERVICE_NAME,
-        ),
-        (
-            "inventory",
-            state.product_health.clone(),
-            shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_server::SERVICE_NAME,
-        ),
-    ];
+    let dependencies: Vec<(String, HealthClient<MeshChannel>, &'static str)> = state
+        .upstreams
+        .iter()
+        .filter_map(|upstream| {
+            let channel = state.channel(upstream.name)?;
+            Some(upstream.health.iter().map(move |service| {
+                // Each check is named by its gRPC service: "shopmesh.product.v1.InventoryService"
+                // is "inventory".
+                let short = service.rsplit('.').next().unwrap_or(service);
+                let name = short
+                    .strip_suffix("Service")
+                    .unwrap_or(short)
+                    .to_lowercase();
+                (name, HealthClient::new(channel.clone()), *service)
+            }))
+        })
+        .flatten()
+        .collect();
     let checks = futures::future::join_all(dependencies.into_iter().map(
         |(name, mut health, service)| async move {
             let answer = tokio::time::timeout(
@@ -106,7 +110,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 Ok(Ok(_)) => "not_serving",
                 _ => "unreachable",
             };
-            (name.to_owned(), state.to_owned())
+            (name, state.to_owned())
         },
     ))
     .await;
@@ -129,5 +133,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             status: if ready { "ready" } else { "unavailable" }.to_owned(),
             checks,
         }),
+    )
+}
+
+/// The gRPC reference: every service, method, message and enum of the contracts with their
+/// comments and each RPC's access policy, generated at build time from the descriptor set.
+pub async fn grpc_reference() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        shopmesh_contracts::GRPC_REFERENCE_HTML,
     )
 }

@@ -6,9 +6,9 @@ use axum::response::IntoResponse;
 use shopmesh_contracts::user as pb;
 use shopmesh_platform::problem::Problem;
 
-use crate::dto::{
-    AddressList, AddressPatchBody, AddressResponse, NewAddressBody, ProblemDoc, UpdateMeBody,
-    UserResponse,
+use crate::dto::ProblemDoc;
+use crate::dto::user::{
+    AddressList, AddressPatchBody, AddressResponse, NewAddressBody, UpdateMeBody, UserResponse,
 };
 use crate::extract::{ApiJson, Caller};
 use crate::routes::{PROBLEM, upstream};

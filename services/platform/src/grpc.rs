@@ -1,6 +1,7 @@
 //! gRPC plumbing shared by every service: a server that always carries health, reflection (v1 and
-//! v1alpha), the auth interceptor, request-id spans and metrics; and outbound channels with
-//! timeouts plus the metadata (request id, caller token) that travels with each call.
+//! v1alpha), the method guard (who may call what, per the contracts' policy table, and how long
+//! a call may run), request-id spans and metrics; and the metadata (request id, caller token,
+//! deadline) that travels with each outbound call.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,57 +14,21 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::{Interceptor, Routes};
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::Routes;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 
+use shopmesh_contracts::{Access, MethodPolicy, policy};
+
 use crate::auth::{Identity, TokenVerifier, bearer_token};
-use crate::settings::GrpcClientSettings;
+use crate::identity::{SERVICE_TOKEN, ServiceIdentity, ServiceVerifier};
+use crate::settings::GrpcServerSettings;
 use crate::shutdown::Shutdown;
 
 /// Metadata key carrying the request id from the edge through every hop.
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Verifies the caller's access token when one is sent and records the [`Identity`] in the
-/// request extensions. A request without a token passes on as anonymous; handlers that need a
-/// caller ask for one with [`identity`]. A token that does not verify is refused outright.
-#[derive(Clone, Debug)]
-pub struct AuthInterceptor {
-    verifier: TokenVerifier,
-}
-
-impl AuthInterceptor {
-    pub fn new(verifier: TokenVerifier) -> Self {
-        Self { verifier }
-    }
-}
-
-impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(value) = request.metadata().get("authorization") else {
-            return Ok(request);
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or_else(|| Status::unauthenticated("invalid access token"))?;
-        match self.verifier.verify(token) {
-            Ok(identity) => {
-                request.extensions_mut().insert(identity);
-                Ok(request)
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "access token refused");
-                Err(Status::unauthenticated("invalid access token"))
-            }
-        }
-    }
-}
 
 /// The verified caller, or UNAUTHENTICATED.
 pub fn identity<T>(request: &Request<T>) -> Result<Identity, Status> {
@@ -91,22 +56,31 @@ pub struct GrpcServer {
     routes: Routes,
     health: HealthReporter,
     services: Vec<&'static str>,
+    guard: GuardConfig,
+}
+
+/// What the method guard checks credentials with, and the server-side time limits.
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    pub users: TokenVerifier,
+    pub services: ServiceVerifier,
+    pub limits: GrpcServerSettings,
 }
 
 /// Collects the services of one gRPC server.
 pub struct GrpcServerBuilder {
     routes: Option<Routes>,
     services: Vec<&'static str>,
-    verifier: TokenVerifier,
+    guard: GuardConfig,
 }
 
 impl GrpcServerBuilder {
-    /// Every service added here is wrapped in the [`AuthInterceptor`] of `verifier`.
-    pub fn new(verifier: TokenVerifier) -> Self {
+    /// Every call to a service added here passes the method guard of `guard`.
+    pub fn new(guard: GuardConfig) -> Self {
         Self {
             routes: None,
             services: Vec::new(),
-            verifier,
+            guard,
         }
     }
 
@@ -120,20 +94,22 @@ impl GrpcServerBuilder {
             + 'static,
         S::Future: Send + 'static,
     {
-        let intercepted =
-            InterceptedService::new(service, AuthInterceptor::new(self.verifier.clone()));
         self.routes = Some(match self.routes.take() {
-            Some(routes) => routes.add_service(intercepted),
-            None => Routes::new(intercepted),
+            Some(routes) => routes.add_service(service),
+            None => Routes::new(service),
         });
         self.services.push(S::NAME);
         self
     }
 
-    /// Binds the listener and adds health and reflection.
+    /// Binds `addr` (port 0 picks a free port) and adds health and reflection.
     pub async fn bind(self, addr: SocketAddr) -> anyhow::Result<GrpcServer> {
+        self.serve_on(TcpListener::bind(addr).await?).await
+    }
+
+    /// Adds health and reflection to a listener bound by the caller.
+    pub async fn serve_on(self, listener: TcpListener) -> anyhow::Result<GrpcServer> {
         crate::metrics::handle();
-        let listener = TcpListener::bind(addr).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         for service in &self.services {
             health
@@ -166,6 +142,7 @@ impl GrpcServerBuilder {
             routes,
             health,
             services: self.services,
+            guard: self.guard,
         })
     }
 }
@@ -215,8 +192,13 @@ impl GrpcServer {
             }
             conn
         });
+        let guard = self.guard.clone();
         let server = tonic::transport::Server::builder()
             .layer(tower::layer::layer_fn(GrpcObserve))
+            .layer(tower::layer::layer_fn(move |inner| MethodGuard {
+                inner,
+                config: guard.clone(),
+            }))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);
@@ -294,28 +276,225 @@ where
     }
 }
 
-/// A lazily connecting channel with connect and per-call timeouts.
-pub fn channel(url: &str, limits: &GrpcClientSettings) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(limits.connect_timeout)
-        .timeout(limits.request_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+/// The moment by which a call must be answered: set by the method guard from the caller's
+/// `grpc-timeout` and the server's own limit, carried in the request extensions so that calls
+/// made on this request's behalf get only what is left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    pub fn after(budget: Duration) -> Self {
+        Self(Instant::now() + budget)
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
 }
 
-/// What travels with an outbound call: the request id and the caller's own access token (so the
-/// callee verifies the caller itself rather than trusting the hop).
+/// Parses a `grpc-timeout` value (`<digits><unit>`, unit one of H M S m u n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Paths every server answers for anyone: health checks and reflection.
+fn open_to_all(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+/// Decides whether a caller may use an RPC, from the contracts' policy table. `Err` carries the
+/// status to answer: UNAUTHENTICATED when no credential was presented, PERMISSION_DENIED when
+/// the credentials presented are not admitted.
+pub fn authorize(
+    policy: &MethodPolicy,
+    user: Option<&Identity>,
+    service: Option<&ServiceIdentity>,
+) -> Result<(), Status> {
+    if let Some(service) = service
+        && policy.callers.contains(&service.name.as_str())
+    {
+        return Ok(());
+    }
+    let anonymous = user.is_none() && service.is_none();
+    let refuse = |message: &str| {
+        if anonymous {
+            Status::unauthenticated("an access token is required")
+        } else {
+            Status::permission_denied(message.to_owned())
+        }
+    };
+    match policy.access {
+        Access::Public => Ok(()),
+        Access::User if user.is_some() => Ok(()),
+        Access::User => Err(refuse("a user access token is required")),
+        Access::Admin if user.is_some_and(Identity::is_admin) => Ok(()),
+        Access::Admin => Err(refuse("admin role required")),
+        Access::Internal => Err(refuse("this method is internal to the mesh")),
+        Access::Denied => Err(refuse("this method is not open to any caller")),
+    }
+}
+
+/// Applies the policy of every RPC before it reaches its handler: verifies the user token
+/// (`authorization`) and the calling service's token ([`SERVICE_TOKEN`]) when sent, refuses
+/// callers the method does not admit, and bounds the call by the caller's deadline and the
+/// server's own limit (DEADLINE_EXCEEDED when it runs out).
+#[derive(Clone, Debug)]
+pub struct MethodGuard<S> {
+    inner: S,
+    config: GuardConfig,
+}
+
+fn status_response(status: Status) -> http::Response<Body> {
+    status.into_http()
+}
+
+impl<S> MethodGuard<S> {
+    fn check<B>(&self, request: &mut http::Request<B>) -> Result<Option<Duration>, Status> {
+        let path = request.uri().path();
+        if open_to_all(path) {
+            return Ok(None);
+        }
+        let Some(policy) = policy::lookup(path) else {
+            // Not a shopmesh RPC: the router answers UNIMPLEMENTED.
+            return Ok(None);
+        };
+        let user = match request.headers().get("authorization") {
+            None => None,
+            Some(value) => {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(bearer_token)
+                    .ok_or_else(|| Status::unauthenticated("invalid access token"))?;
+                Some(self.config.users.verify(token).map_err(|err| {
+                    tracing::debug!(error = %err, "access token refused");
+                    Status::unauthenticated("invalid access token")
+                })?)
+            }
+        };
+        let service = match request.headers().get(SERVICE_TOKEN) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Status::unauthenticated("invalid service token"))
+                    .and_then(|token| {
+                        self.config.services.verify(token).map_err(|err| {
+                            tracing::warn!(error = %err, "service token refused");
+                            Status::unauthenticated("invalid service token")
+                        })
+                    })?,
+            ),
+        };
+        authorize(policy, user.as_ref(), service.as_ref())?;
+        let limit = if policy.long_running {
+            self.config.limits.stream_timeout
+        } else {
+            self.config.limits.unary_timeout
+        };
+        let asked = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let budget = asked.map_or(limit, |asked| asked.min(limit));
+        let extensions = request.extensions_mut();
+        if let Some(user) = user {
+            extensions.insert(user);
+        }
+        if let Some(service) = service {
+            extensions.insert(service);
+        }
+        extensions.insert(Deadline::after(budget));
+        Ok(Some(budget))
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for MethodGuard<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.check(&mut request) {
+            Err(status) => Box::pin(std::future::ready(Ok(status_response(status)))),
+            Ok(None) => Box::pin(self.inner.call(request)),
+            Ok(Some(budget)) => {
+                let future = self.inner.call(request);
+                Box::pin(async move {
+                    match tokio::time::timeout(budget, future).await {
+                        Ok(response) => response,
+                        Err(_) => Ok(status_response(Status::deadline_exceeded(
+                            "the call ran past its deadline",
+                        ))),
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// The calling service, when a service token verified.
+pub fn calling_service<T>(request: &Request<T>) -> Option<ServiceIdentity> {
+    request.extensions().get::<ServiceIdentity>().cloned()
+}
+
+/// What travels with an outbound call: the request id, the user's own access token (so the
+/// callee verifies the user itself rather than trusting the hop) and the deadline.
 #[derive(Clone, Debug, Default)]
 pub struct CallContext {
     pub request_id: Option<String>,
     pub bearer: Option<String>,
+    pub deadline: Option<Deadline>,
 }
 
 impl CallContext {
+    /// The context of calls made while serving `request`: same request id, same user, and
+    /// what is left of its deadline.
+    pub fn from_request<T>(request: &Request<T>) -> Self {
+        let metadata = request.metadata();
+        Self {
+            request_id: metadata
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            bearer: metadata
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer_token)
+                .map(str::to_owned),
+            deadline: request.extensions().get::<Deadline>().copied(),
+        }
+    }
+
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
+        if let Some(deadline) = self.deadline {
+            request.set_timeout(deadline.remaining());
+        }
         let metadata = request.metadata_mut();
         if let Some(id) = self.request_id.as_deref().and_then(|v| v.parse().ok()) {
             metadata.insert(REQUEST_ID, id);
@@ -334,12 +513,14 @@ impl CallContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
 
     #[test]
     fn call_context_carries_request_id_and_caller_token() {
         let ctx = CallContext {
             request_id: Some("req-1".into()),
             bearer: Some("tok".into()),
+            deadline: Some(Deadline::after(Duration::from_secs(3))),
         };
         let request = ctx.request(());
         assert_eq!(request.metadata().get(REQUEST_ID).unwrap(), "req-1");
@@ -347,7 +528,78 @@ mod tests {
             request.metadata().get("authorization").unwrap(),
             "Bearer tok"
         );
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let sent = parse_grpc_timeout(timeout).unwrap();
+        assert!(sent <= Duration::from_secs(3) && sent > Duration::from_secs(2));
         let anonymous = CallContext::default().request(());
         assert!(anonymous.metadata().get("authorization").is_none());
+        assert!(anonymous.metadata().get("grpc-timeout").is_none());
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    fn user(role: Role) -> Identity {
+        Identity {
+            user_id: "u".into(),
+            role,
+            tier: crate::auth::Tier::Standard,
+        }
+    }
+
+    fn service(name: &str) -> ServiceIdentity {
+        ServiceIdentity { name: name.into() }
+    }
+
+    #[test]
+    fn internal_methods_admit_only_their_callers() {
+        let reserve = policy::lookup("/shopmesh.product.v1.InventoryService/Reserve").unwrap();
+        let customer = user(Role::Customer);
+        let admin = user(Role::Admin);
+        assert!(authorize(reserve, None, Some(&service("order"))).is_ok());
+        let code = |r: Result<(), Status>| r.unwrap_err().code();
+        assert_eq!(
+            code(authorize(reserve, None, None)),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            code(authorize(reserve, Some(&customer), None)),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            code(authorize(reserve, Some(&admin), None)),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            code(authorize(reserve, Some(&admin), Some(&service("gateway")))),
+            tonic::Code::PermissionDenied
+        );
+        let adjust = policy::lookup("/shopmesh.product.v1.InventoryService/Adjust").unwrap();
+        assert!(authorize(adjust, Some(&admin), Some(&service("gateway"))).is_ok());
+        assert!(authorize(adjust, None, Some(&service("order"))).is_ok());
+        assert_eq!(
+            code(authorize(adjust, Some(&customer), None)),
+            tonic::Code::PermissionDenied
+        );
+        let search = policy::lookup("/shopmesh.product.v1.ProductService/SearchProducts").unwrap();
+        assert!(authorize(search, None, None).is_ok());
+        let me = policy::lookup("/shopmesh.user.v1.UserService/GetMe").unwrap();
+        assert_eq!(
+            code(authorize(me, None, None)),
+            tonic::Code::Unauthenticated
+        );
+        assert!(authorize(me, Some(&customer), None).is_ok());
     }
 }

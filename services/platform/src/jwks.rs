@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use shopmesh_contracts::user::GetJwksRequest;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use tokio::sync::Notify;
-use tonic::transport::Channel;
 
 use crate::auth::{Jwk, TokenVerifier};
+use crate::client::MeshChannel;
 use crate::shutdown::Shutdown;
 
 /// How often the public keys are fetched again when all is well.
@@ -58,7 +58,10 @@ impl JwksCache {
         }
     }
 
-    async fn fetch(&self, client: &mut UserServiceClient<Channel>) -> Result<(), tonic::Status> {
+    async fn fetch(
+        &self,
+        client: &mut UserServiceClient<MeshChannel>,
+    ) -> Result<(), tonic::Status> {
         let response = client.get_jwks(GetJwksRequest {}).await?.into_inner();
         let keys: Vec<Jwk> = response
             .keys
@@ -81,7 +84,11 @@ impl JwksCache {
 
     /// Fetches the keys until shutdown: quickly (with backoff) until the first success, then
     /// every few minutes or when asked.
-    pub async fn run(self: Arc<Self>, mut client: UserServiceClient<Channel>, shutdown: Shutdown) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut client: UserServiceClient<MeshChannel>,
+        shutdown: Shutdown,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let wait = match self.fetch(&mut client).await {

@@ -1,15 +1,20 @@
-//! Shared plumbing for every shopmesh service, written once: typed settings, telemetry,
-//! graceful shutdown, access-token signing and verification, the gRPC server builder (health,
-//! reflection, auth interceptor, request id), the gRPC status → problem+json mapping, and metrics.
+//! Shared plumbing for every shopmesh service, written once: the service registration trait and
+//! runner (`mesh`), typed settings, telemetry, graceful shutdown, access-token verification,
+//! service identity, the gRPC server builder (health, reflection, method guard, request id), the
+//! resilient gRPC client, the gRPC status → problem+json mapping, metrics, and small shared
+//! kits (timestamps, text validation, cursors).
 
 pub mod auth;
+pub mod client;
 pub mod grpc;
+pub mod identity;
 pub mod jwks;
+pub mod mesh;
 pub mod metrics;
 pub mod problem;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use settings::{Profile, Settings};
+pub use settings::{Env, Profile, Settings};
 pub use shutdown::{Shutdown, ShutdownTrigger};

@@ -7,6 +7,10 @@ use serde::Serialize;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// The `ErrorInfo` reason of an ABORTED status whose precondition (an `If-Match` etag) no
+/// longer holds: 412 at the edge rather than ABORTED's usual 409.
+pub const STALE_ETAG: &str = "STALE_ETAG";
+
 /// Media type of problem documents.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -75,7 +79,14 @@ impl Problem {
                 Code::DeadlineExceeded => "a backing service did not answer in time",
                 _ => "internal error",
             };
-            return Self::new(http, detail);
+            let problem = Self::new(http, detail);
+            // An unavailable upstream is worth retrying: say when (the circuit breaker's own
+            // hint while it is open, otherwise a second).
+            return if status.code() == Code::Unavailable {
+                problem.with_retry_after(crate::client::retry_after_secs(status).unwrap_or(1))
+            } else {
+                problem
+            };
         }
         let errors: Vec<FieldError> = status
             .get_details_bad_request()
@@ -91,8 +102,14 @@ impl Problem {
             .unwrap_or_default();
         // Field-level validation failures are 422; a bad argument without field details
         // (a malformed cursor, an out-of-range page size) stays 400.
+        let stale = status.code() == Code::Aborted
+            && status
+                .get_details_error_info()
+                .is_some_and(|info| info.reason == STALE_ETAG);
         let http = if status.code() == Code::InvalidArgument && !errors.is_empty() {
             StatusCode::UNPROCESSABLE_ENTITY
+        } else if stale {
+            StatusCode::PRECONDITION_FAILED
         } else {
             http
         };

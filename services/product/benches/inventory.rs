@@ -16,10 +16,12 @@ use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
-use shopmesh_platform::Settings;
-use shopmesh_platform::auth::{Identity, Role, Tier, TokenSigner};
-use shopmesh_platform::shutdown;
-use shopmesh_product::{Application, ProductConfig};
+use shopmesh_platform::auth::{Identity, Role, Tier};
+use shopmesh_platform::identity::{self, SERVICE_TOKEN, ServiceSigner};
+use shopmesh_platform::mesh::{Mesh, Service};
+use shopmesh_platform::{Env, Settings};
+use shopmesh_product::ProductConfig;
+use shopmesh_user::token::TokenSigner;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tonic::Request;
@@ -142,39 +144,67 @@ fn product(sku: String, name: String, price: i64) -> pb::ProductInput {
     }
 }
 
-fn reserve_request(token: &str, sku: String) -> Request<pb::ReserveRequest> {
-    bearer(
-        pb::ReserveRequest {
-            order_id: Uuid::now_v7().to_string(),
-            lines: vec![pb::ReservationLine { sku, quantity: 1 }],
-            ttl: None,
-        },
-        token,
-    )
+/// A Reserve of one unit as the order service, the only caller Reserve admits.
+fn reserve_request(order: &ServiceSigner, sku: String) -> Request<pb::ReserveRequest> {
+    let mut request = Request::new(pb::ReserveRequest {
+        order_id: Uuid::now_v7().to_string(),
+        lines: vec![pb::ReservationLine { sku, quantity: 1 }],
+        ttl: None,
+    });
+    if let Some(value) = order
+        .header_value()
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok()))
+    {
+        request.metadata_mut().insert(SERVICE_TOKEN, value);
+    }
+    request
 }
 
 async fn run() -> anyhow::Result<()> {
-    let db_name = format!("product_bench_{}", Uuid::new_v4().simple());
+    let id = Uuid::new_v4().simple();
+    let db_name = format!("product_bench_{id}");
+    let run_dir = std::env::temp_dir().join(format!("shopmesh-product-bench-{id}"));
     let map: HashMap<String, String> = [
+        ("SHOPMESH_PROFILE", "dev".to_owned()),
+        ("LOG_FORMAT", "pretty".to_owned()),
+        ("SHOPMESH_RUN_DIR", run_dir.to_string_lossy().into_owned()),
         ("PRODUCT_DATABASE_URL", format!("{SERVER}/{db_name}")),
         ("PRODUCT_GRPC_ADDR", "127.0.0.1:0".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        ("SHUTDOWN_GRACE_SECS", "5".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let settings = Settings::from_map(&map)?;
+    let env = Env::from_map(map)?;
+    let settings = Settings::from_env(&env)?;
     let config = ProductConfig {
         max_connections: 32,
         ..ProductConfig::default()
     };
-    let app = Application::build_with(&settings, config).await?;
-    let port = app.port();
-    let (trigger, stop) = shutdown::channel();
-    let server = tokio::spawn(app.run_until_stopped(stop, Duration::from_secs(5)));
-    let result = cases(&settings, port).await;
-    trigger.trigger();
-    let _ = server.await;
+    // The order service's key must be in the trust bundle for the Reserve calls to carry it.
+    identity::generate_keys(&settings.mesh_keys_dir, &["order"])?;
+    let mesh = Mesh::new(vec![
+        Arc::new(shopmesh_product::Product::with_config(config)) as Arc<dyn Service>,
+    ]);
+    let result = match mesh.start(&env, &settings, &["product"]).await {
+        Ok(started) => {
+            // User tokens are signed by the user service alone, which does not run here: the
+            // verifier trusts a bench signer's public key instead.
+            let signer = TokenSigner::from_key(
+                &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+                &settings.jwt,
+                Duration::from_secs(900),
+            )?;
+            started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
+            let order = started.keys.signer("order")?;
+            let result = cases(&env, &signer, &order, started.addrs["product"].port()).await;
+            started.stop().await;
+            result
+        }
+        Err(err) => Err(err),
+    };
+    let _ = std::fs::remove_dir_all(&run_dir);
     let options: PgConnectOptions = format!("{SERVER}/postgres").parse()?;
     let mut conn = PgConnection::connect_with(&options).await?;
     sqlx::query(&format!(
@@ -185,11 +215,15 @@ async fn run() -> anyhow::Result<()> {
     result
 }
 
-async fn cases(settings: &Settings, port: u16) -> anyhow::Result<()> {
+async fn cases(
+    env: &Env,
+    signer: &TokenSigner,
+    order: &ServiceSigner,
+    port: u16,
+) -> anyhow::Result<()> {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect()
         .await?;
-    let signer = TokenSigner::from_settings(&settings.jwt, settings.profile)?;
     let token = |role| {
         signer.sign(&Identity {
             user_id: Uuid::now_v7().to_string(),
@@ -198,7 +232,6 @@ async fn cases(settings: &Settings, port: u16) -> anyhow::Result<()> {
         })
     };
     let admin: Arc<str> = token(Role::Admin)?.into();
-    let caller: Arc<str> = token(Role::Customer)?.into();
 
     // Fixtures: one hot SKU, 1,000 more through two import batches, and the demo catalog.
     let mut products = ProductServiceClient::new(channel.clone());
@@ -237,7 +270,7 @@ async fn cases(settings: &Settings, port: u16) -> anyhow::Result<()> {
         imported.products_created as usize == MANY_SKUS,
         "import failed"
     );
-    let seeded = shopmesh_product::seed(settings).await?;
+    let seeded = shopmesh_product::seed(env).await?;
     println!("\nfixtures: 1 hot SKU, {MANY_SKUS} other SKUs, demo catalog: {seeded}\n");
 
     println!(
@@ -247,10 +280,10 @@ async fn cases(settings: &Settings, port: u16) -> anyhow::Result<()> {
     let mut hot_reserved = 0;
     for concurrency in CONCURRENCY {
         let inventory = InventoryServiceClient::new(channel.clone());
-        let token = caller.clone();
+        let order = order.clone();
         let stats = measure(concurrency, move |_| {
             let mut client = inventory.clone();
-            let request = reserve_request(&token, "HOT-1".into());
+            let request = reserve_request(&order, "HOT-1".into());
             async move { client.reserve(request).await.map(|_| ()) }
         })
         .await;
@@ -259,12 +292,12 @@ async fn cases(settings: &Settings, port: u16) -> anyhow::Result<()> {
     }
     for concurrency in CONCURRENCY {
         let inventory = InventoryServiceClient::new(channel.clone());
-        let token = caller.clone();
+        let order = order.clone();
         let stats = measure(concurrency, move |i| {
             let mut client = inventory.clone();
             // A fixed scatter over the SKUs (Knuth's multiplicative hash of the op index).
             let sku = format!("MANY-{:04}", (i.wrapping_mul(2_654_435_761)) % MANY_SKUS);
-            let request = reserve_request(&token, sku);
+            let request = reserve_request(&order, sku);
             async move { client.reserve(request).await.map(|_| ()) }
         })
         .await;

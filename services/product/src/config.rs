@@ -25,16 +25,21 @@ pub struct ProductConfig {
     pub max_connections: u32,
     /// How long a call waits for a pooled connection before failing.
     pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout` of every pooled connection: the server cancels a statement
+    /// that runs longer, so a runaway query cannot hold a connection and its locks. Rounded up
+    /// to whole milliseconds; zero turns the limit off, as in PostgreSQL.
+    pub statement_timeout: Duration,
 }
 
 impl ProductConfig {
     /// The defaults with what the environment sets (`PRODUCT_RESERVATION_TTL_SECS`,
-    /// `PRODUCT_SWEEP_INTERVAL_SECS`, `PRODUCT_DB_MAX_CONNECTIONS`).
-    pub fn from_settings(settings: &shopmesh_platform::Settings) -> anyhow::Result<Self> {
+    /// `PRODUCT_SWEEP_INTERVAL_SECS`, `PRODUCT_DB_MAX_CONNECTIONS`,
+    /// `PRODUCT_STATEMENT_TIMEOUT_MS`).
+    pub fn from_env(env: &shopmesh_platform::Env) -> anyhow::Result<Self> {
         let defaults = Self::default();
-        let product = settings.product;
-        if product.reservation_ttl < defaults.min_reservation_ttl
-            || product.reservation_ttl > defaults.max_reservation_ttl
+        let reservation_ttl = env.secs("PRODUCT_RESERVATION_TTL_SECS", "900")?;
+        if reservation_ttl < defaults.min_reservation_ttl
+            || reservation_ttl > defaults.max_reservation_ttl
         {
             anyhow::bail!(
                 "invalid setting PRODUCT_RESERVATION_TTL_SECS: must be between {} and {} seconds",
@@ -42,13 +47,19 @@ impl ProductConfig {
                 defaults.max_reservation_ttl.as_secs()
             );
         }
-        if product.sweep_interval.is_zero() {
+        let sweep_interval = env.secs("PRODUCT_SWEEP_INTERVAL_SECS", "5")?;
+        if sweep_interval.is_zero() {
             anyhow::bail!("invalid setting PRODUCT_SWEEP_INTERVAL_SECS: must be at least 1");
         }
+        let statement_timeout = env.millis("PRODUCT_STATEMENT_TIMEOUT_MS", "5000")?;
+        if statement_timeout.is_zero() {
+            anyhow::bail!("invalid setting PRODUCT_STATEMENT_TIMEOUT_MS: must be at least 1");
+        }
         Ok(Self {
-            default_reservation_ttl: product.reservation_ttl,
-            sweep_interval: product.sweep_interval,
-            max_connections: product.db_max_connections,
+            default_reservation_ttl: reservation_ttl,
+            sweep_interval,
+            max_connections: env.positive("PRODUCT_DB_MAX_CONNECTIONS", "20")?,
+            statement_timeout,
             ..defaults
         })
     }
@@ -66,6 +77,7 @@ impl Default for ProductConfig {
             default_low_stock_threshold: 5,
             max_connections: 20,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -76,17 +88,17 @@ mod tests {
 
     use super::*;
 
-    fn settings(pairs: &[(&str, &str)]) -> shopmesh_platform::Settings {
+    fn env(pairs: &[(&str, &str)]) -> shopmesh_platform::Env {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        shopmesh_platform::Settings::from_map(&map).unwrap()
+        shopmesh_platform::Env::from_map(map).unwrap()
     }
 
     #[test]
     fn the_environment_sets_the_tunables() {
-        let config = ProductConfig::from_settings(&settings(&[
+        let config = ProductConfig::from_env(&env(&[
             ("PRODUCT_RESERVATION_TTL_SECS", "120"),
             ("PRODUCT_SWEEP_INTERVAL_SECS", "2"),
             ("PRODUCT_DB_MAX_CONNECTIONS", "7"),
@@ -101,11 +113,10 @@ mod tests {
     #[test]
     fn out_of_range_tunables_are_refused() {
         let err =
-            ProductConfig::from_settings(&settings(&[("PRODUCT_RESERVATION_TTL_SECS", "7200")]))
-                .unwrap_err();
+            ProductConfig::from_env(&env(&[("PRODUCT_RESERVATION_TTL_SECS", "7200")])).unwrap_err();
         assert!(err.to_string().contains("PRODUCT_RESERVATION_TTL_SECS"));
-        let err = ProductConfig::from_settings(&settings(&[("PRODUCT_SWEEP_INTERVAL_SECS", "0")]))
-            .unwrap_err();
+        let err =
+            ProductConfig::from_env(&env(&[("PRODUCT_SWEEP_INTERVAL_SECS", "0")])).unwrap_err();
         assert!(err.to_string().contains("PRODUCT_SWEEP_INTERVAL_SECS"));
     }
 }

@@ -93,7 +93,14 @@ impl From<Error> for Status {
             Error::SkuTaken(_) | Error::SlugTaken(_) | Error::ReservationMismatch(_) => {
                 Status::already_exists(error.to_string())
             }
-            Error::StaleEtag => Status::aborted(error.to_string()),
+            Error::StaleEtag => {
+                let details = tonic_types::ErrorDetails::with_error_info(
+                    shopmesh_platform::problem::STALE_ETAG,
+                    "shopmesh.io",
+                    std::collections::HashMap::<String, String>::new(),
+                );
+                Status::with_error_details(Code::Aborted, error.to_string(), details)
+            }
             Error::InsufficientStock(ref skus) => {
                 let mut details = tonic_types::ErrorDetails::new();
                 for sku in skus {

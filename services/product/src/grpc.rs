@@ -1,11 +1,12 @@
 //! The gRPC face of the product service: converts protobuf messages to domain calls and back,
 //! and decides who may call what.
 //!
-//! Access: catalog reads and GetStock need no token; catalog writes, ListStock,
-//! ListStockMovements, Adjust and SetLowStockThreshold need an admin token. Reserve, Commit and
-//! Release are for internal callers (the order saga) and need any verified token for now: the
-//! order service forwards its caller's token. Once internal service tokens exist they will be
-//! required there instead (see [`service_caller`]).
+//! Access is decided before a call reaches these handlers, by the platform's method guard from
+//! each RPC's policy in product.proto: catalog reads and GetStock are public; catalog writes,
+//! ListStock, ListStockMovements and SetLowStockThreshold need an admin token; Reserve, Commit
+//! and Release admit only the order service's identity, and Adjust an admin or the order
+//! service (restocking a cancelled order). The handlers still check roles where they act on
+//! them, as a second line.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use shopmesh_contracts::pb::shopmesh::product::v1::{
     product_service_server::ProductService as ProductApi,
 };
 use shopmesh_platform::auth::Identity;
-use shopmesh_platform::grpc::{REQUEST_ID, admin, identity};
+use shopmesh_platform::grpc::{REQUEST_ID, admin, calling_service};
 use shopmesh_platform::problem::FieldError;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -51,10 +52,10 @@ fn actor<T>(request: &Request<T>, caller: Option<&Identity>) -> Actor {
     }
 }
 
-/// The caller of an internal inventory call (Reserve, Commit, Release): any verified token,
-/// never an anonymous caller.
-fn service_caller<T>(request: &Request<T>) -> Result<Identity, Status> {
-    identity(request)
+/// The actor of an internal inventory call (Reserve, Commit, Release), which the method guard
+/// admits from the order service only: the user behind the order when one is forwarded.
+fn internal_actor<T>(request: &Request<T>) -> Actor {
+    actor(request, request.extensions().get::<Identity>())
 }
 
 fn is_admin<T>(request: &Request<T>) -> bool {
@@ -402,7 +403,25 @@ impl ProductApi for ProductGrpc {
         let mut stream = request.into_inner();
         let mut response = pb::ImportProductsResponse::default();
         let mut batch_index: i32 = 0;
-        while let Some(batch) = stream.message().await? {
+        loop {
+            let batch = match stream.message().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                // The caller went away or ran out of time mid-stream: the batches committed
+                // so far stay committed, and the answer says which (if the caller still
+                // listens).
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), batches = batch_index, "import stream broke off");
+                    response.incomplete = true;
+                    response.stopped_reason = match status.code() {
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                            "the import ran past its deadline".to_owned()
+                        }
+                        _ => "the import stream broke off".to_owned(),
+                    };
+                    break;
+                }
+            };
             let mut rows = Vec::with_capacity(batch.rows.len());
             for row in batch.rows {
                 // A row whose attributes cannot be converted is still validated in full, so the
@@ -537,8 +556,7 @@ impl InventoryApi for InventoryGrpc {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let caller = service_caller(&request)?;
-        let actor = actor(&request, Some(&caller));
+        let actor = internal_actor(&request);
         let req = request.into_inner();
         let lines: Vec<(String, i32)> = req
             .lines
@@ -558,8 +576,7 @@ impl InventoryApi for InventoryGrpc {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let caller = service_caller(&request)?;
-        let actor = actor(&request, Some(&caller));
+        let actor = internal_actor(&request);
         let reservation = self
             .inventory
             .commit(&request.into_inner().order_id, &actor)
@@ -573,8 +590,7 @@ impl InventoryApi for InventoryGrpc {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let caller = service_caller(&request)?;
-        let actor = actor(&request, Some(&caller));
+        let actor = internal_actor(&request);
         let reservation = self
             .inventory
             .release(&request.into_inner().order_id, &actor)
@@ -588,8 +604,14 @@ impl InventoryApi for InventoryGrpc {
         &self,
         request: Request<pb::AdjustRequest>,
     ) -> Result<Response<pb::AdjustResponse>, Status> {
-        let caller = admin(&request)?;
-        let actor = actor(&request, Some(&caller));
+        // An admin, or the order service restocking a cancelled order.
+        let actor = match calling_service(&request) {
+            Some(service) if service.name == "order" => internal_actor(&request),
+            _ => {
+                let caller = admin(&request)?;
+                actor(&request, Some(&caller))
+            }
+        };
         let req = request.into_inner();
         let adjustment = AdjustRequest {
             sku: req.sku,

@@ -19,14 +19,15 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_server::InventoryServiceServer;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_server::ProductServiceServer;
 use shopmesh_platform::Settings;
-use shopmesh_platform::auth::{TokenSigner, TokenVerifier};
-use shopmesh_platform::grpc::{GrpcServer, GrpcServerBuilder};
+use shopmesh_platform::mesh::{Built, Context, Service, Store};
+use shopmesh_platform::settings::{Env, Secret, SettingsError};
 use shopmesh_platform::shutdown::Shutdown;
 use sqlx::PgPool;
-use tonic_health::ServingStatus;
 
 pub use crate::config::ProductConfig;
 use crate::repo::{PgCatalogRepo, PgInventoryRepo};
@@ -37,13 +38,18 @@ use crate::service::{CatalogService, InventoryService};
 pub const PRODUCT_SERVICE_NAME: &str = "shopmesh.product.v1.ProductService";
 pub const INVENTORY_SERVICE_NAME: &str = "shopmesh.product.v1.InventoryService";
 
-/// How often readiness re-checks PostgreSQL.
-const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+/// The product service's own database.
+pub fn database_url(env: &Env) -> Result<Secret, SettingsError> {
+    env.store_url(
+        "PRODUCT_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/shopmesh_product",
+    )
+}
 
 /// Creates the database named in `PRODUCT_DATABASE_URL` when it does not exist (through the
 /// server's `postgres` maintenance database) and applies the embedded migrations.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    db::migrate_url(settings.product_database_url.expose()).await
+pub async fn migrate(env: &Env) -> anyhow::Result<()> {
+    db::migrate_url(database_url(env)?.expose()).await
 }
 
 /// The catalog and inventory use cases over one connection pool.
@@ -59,105 +65,109 @@ pub fn services(
 
 /// Migrates, then loads the demo catalog (idempotent: products are upserted by SKU, stock is
 /// only set for new products), with a progress bar on the terminal.
-pub async fn seed(settings: &Settings) -> anyhow::Result<SeedReport> {
-    migrate(settings).await?;
-    let config = ProductConfig::from_settings(settings)?;
-    let pool = db::connect(settings.product_database_url.expose(), &config).await?;
+pub async fn seed(env: &Env) -> anyhow::Result<SeedReport> {
+    migrate(env).await?;
+    let config = ProductConfig::from_env(env)?;
+    let pool = db::connect(database_url(env)?.expose(), &config).await?;
     let (catalog, _) = services(&pool, &config);
     let report = seed::seed_catalog(&catalog).await;
     pool.close().await;
     report
 }
 
-/// A built, bound product service.
-pub struct Application {
-    server: GrpcServer,
-    catalog: Arc<CatalogService>,
-    inventory: Arc<InventoryService>,
-    pool: PgPool,
-    config: ProductConfig,
+/// The product service's registration in the mesh. Tests may replace the tunables read from
+/// the environment.
+#[derive(Default)]
+pub struct Product {
+    pub config: Option<ProductConfig>,
 }
 
-impl Application {
-    /// Migrates (creating the database when missing), connects, and binds `PRODUCT_GRPC_ADDR`
-    /// (port 0 picks a free port). Tokens are verified against the configured signing key, like
-    /// the user service does.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, ProductConfig::from_settings(settings)?).await
-    }
-
-    /// [`Application::build`] with explicit tunables (tests shorten the sweeper interval).
-    pub async fn build_with(settings: &Settings, config: ProductConfig) -> anyhow::Result<Self> {
-        let signer = TokenSigner::from_settings(&settings.jwt, settings.profile)?;
-        Self::build_with_verifier(settings, config, TokenVerifier::for_signer(&signer)).await
-    }
-
-    /// [`Application::build_with`] with a given token verifier, e.g. one fed from the user
-    /// service's JWKS when this process does not hold the signing key.
-    pub async fn build_with_verifier(
-        settings: &Settings,
-        config: ProductConfig,
-        verifier: TokenVerifier,
-    ) -> anyhow::Result<Self> {
-        migrate(settings).await?;
-        let pool = db::connect(settings.product_database_url.expose(), &config).await?;
-        let (catalog, inventory) = services(&pool, &config);
-        let server = GrpcServerBuilder::new(verifier)
-            .add_service(ProductServiceServer::new(grpc::ProductGrpc::new(
-                catalog.clone(),
-            )))
-            .add_service(InventoryServiceServer::new(grpc::InventoryGrpc::new(
-                inventory.clone(),
-            )))
-            .bind(settings.product_grpc_addr)
-            .await?;
-        Ok(Self {
-            server,
-            catalog,
-            inventory,
-            pool,
-            config,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    pub fn catalog(&self) -> Arc<CatalogService> {
-        self.catalog.clone()
-    }
-
-    pub fn inventory(&self) -> Arc<InventoryService> {
-        self.inventory.clone()
-    }
-
-    /// Serves until `shutdown`. Meanwhile the reservation sweeper runs every
-    /// `config.sweep_interval` and readiness follows PostgreSQL; both stop with the server, and
-    /// the pool closes last.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: Shutdown,
-        grace: Duration,
-    ) -> anyhow::Result<()> {
-        let sweeper = tokio::spawn(sweep_until_stopped(
-            self.inventory.clone(),
-            self.config.sweep_interval,
-            shutdown.clone(),
-        ));
-        let readiness = tokio::spawn(follow_readiness(
-            self.catalog.clone(),
-            self.server.health(),
-            shutdown.clone(),
-        ));
-        let result = self.server.run_until_stopped(shutdown, grace).await;
-        readiness.abort();
-        // The sweeper finishes the reservation it is on (each is one short transaction).
-        if tokio::time::timeout(grace, sweeper).await.is_err() {
-            tracing::warn!("reservation sweeper did not stop within the grace period");
+impl Product {
+    pub fn with_config(config: ProductConfig) -> Self {
+        Self {
+            config: Some(config),
         }
-        self.pool.close().await;
-        result
+    }
+}
+
+impl Service for Product {
+    fn name(&self) -> &'static str {
+        "product"
+    }
+
+    fn default_port(&self) -> u16 {
+        50052
+    }
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[PRODUCT_SERVICE_NAME, INVENTORY_SERVICE_NAME]
+    }
+
+    fn stores(&self) -> &'static [Store] {
+        &[Store::Postgres]
+    }
+
+    fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "PRODUCT_DATABASE_URL",
+                "postgres://shopmesh:${POSTGRES_PASSWORD:-shopmesh}@postgres:5432/shopmesh_product",
+            ),
+            (
+                "PRODUCT_RESERVATION_TTL_SECS",
+                "${PRODUCT_RESERVATION_TTL_SECS:-900}",
+            ),
+            (
+                "PRODUCT_SWEEP_INTERVAL_SECS",
+                "${PRODUCT_SWEEP_INTERVAL_SECS:-5}",
+            ),
+            (
+                "PRODUCT_DB_MAX_CONNECTIONS",
+                "${PRODUCT_DB_MAX_CONNECTIONS:-20}",
+            ),
+            (
+                "PRODUCT_STATEMENT_TIMEOUT_MS",
+                "${PRODUCT_STATEMENT_TIMEOUT_MS:-5000}",
+            ),
+        ]
+    }
+
+    fn migrate(&self, env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
+        async move { migrate(&env).await }.boxed()
+    }
+
+    fn build(&self, ctx: Context) -> BoxFuture<'static, anyhow::Result<Built>> {
+        let config = self.config.clone();
+        async move {
+            let config = match config {
+                Some(config) => config,
+                None => ProductConfig::from_env(&ctx.env)?,
+            };
+            migrate(&ctx.env).await?;
+            let pool = db::connect(database_url(&ctx.env)?.expose(), &config).await?;
+            let (catalog, inventory) = services(&pool, &config);
+            let server = ctx
+                .server()
+                .add_service(ProductServiceServer::new(grpc::ProductGrpc::new(
+                    catalog.clone(),
+                )))
+                .add_service(InventoryServiceServer::new(grpc::InventoryGrpc::new(
+                    inventory.clone(),
+                )));
+            let interval = config.sweep_interval;
+            let sweeper = inventory.clone();
+            Ok(Built::new(server)
+                .ready(Arc::new(move || {
+                    let catalog = catalog.clone();
+                    async move { catalog.ready().await.map_err(|err| err.to_string()) }.boxed()
+                }))
+                // The sweeper finishes the reservation it is on (each is one short transaction).
+                .task(Box::new(move |stop| {
+                    sweep_until_stopped(sweeper, interval, stop).boxed()
+                }))
+                .on_stopped(async move { pool.close().await }.boxed()))
+        }
+        .boxed()
     }
 }
 
@@ -181,36 +191,5 @@ async fn sweep_until_stopped(
             Ok(expired) => tracing::info!(expired, "reservation sweep"),
             Err(err) => tracing::warn!(error = %err, "reservation sweep failed"),
         }
-    }
-}
-
-/// Flips both services' health with the database's reachability until shutdown.
-async fn follow_readiness(
-    catalog: Arc<CatalogService>,
-    health: tonic_health::server::HealthReporter,
-    shutdown: Shutdown,
-) {
-    let mut ticker = tokio::time::interval(READINESS_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = shutdown.clone().wait() => break,
-        }
-        if shutdown.is_triggered() {
-            break;
-        }
-        let status = match catalog.ready().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(err) => {
-                tracing::warn!(error = %err, "product database unavailable");
-                ServingStatus::NotServing
-            }
-        };
-        health
-            .set_service_status(PRODUCT_SERVICE_NAME, status)
-            .await;
-        health
-            .set_service_status(INVENTORY_SERVICE_NAME, status)
-            .await;
     }
 }

@@ -1,20 +1,28 @@
 //! Integration tests of the product service over gRPC, against the local PostgreSQL. Every test
-//! gets a fresh database named by a UUID and its own server on a free port.
+//! gets a fresh database named by a UUID, its own run directory (service identity keys) and its
+//! own server on a free port, started through the platform's `Mesh`.
+
+// The helpers outside `#[test]` functions are test code too (clippy.toml's allowance covers only
+// the test functions themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
-use shopmesh_platform::Settings;
-use shopmesh_platform::auth::{Identity, Role, Tier, TokenSigner};
-use shopmesh_platform::shutdown::{self, ShutdownTrigger};
-use shopmesh_product::{Application, ProductConfig};
+use shopmesh_platform::auth::{Identity, Role, Tier};
+use shopmesh_platform::identity::{self, SERVICE_TOKEN, ServiceSigner};
+use shopmesh_platform::mesh::{Mesh, Service, Started};
+use shopmesh_platform::{Env, Settings};
+use shopmesh_product::ProductConfig;
+use shopmesh_user::token::TokenSigner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -24,14 +32,16 @@ const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 struct TestApp {
     db_name: String,
-    settings: Settings,
+    run_dir: PathBuf,
+    env: Env,
     channel: Channel,
     /// Direct access for assertions on rows the API does not expose (outbox, reservations).
     db: PgPool,
     admin_token: String,
     customer_token: String,
-    trigger: ShutdownTrigger,
-    server: JoinHandle<anyhow::Result<()>>,
+    /// The order service's identity: the only caller Reserve, Commit and Release admit.
+    order_identity: ServiceSigner,
+    started: Started,
 }
 
 fn test_config() -> ProductConfig {
@@ -46,27 +56,52 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_app_with(config: ProductConfig) -> TestApp {
-    let db_name = format!("product_test_{}", Uuid::new_v4().simple());
+    let id = Uuid::new_v4().simple();
+    let db_name = format!("product_test_{id}");
     let url = format!("{SERVER}/{db_name}");
+    let run_dir = std::env::temp_dir().join(format!("shopmesh-product-test-{id}"));
     let map: HashMap<String, String> = [
+        ("SHOPMESH_PROFILE", "dev"),
+        ("LOG_FORMAT", "pretty"),
+        (
+            "SHOPMESH_RUN_DIR",
+            run_dir.to_str().expect("utf-8 temp dir"),
+        ),
         ("PRODUCT_DATABASE_URL", url.as_str()),
         ("PRODUCT_GRPC_ADDR", "127.0.0.1:0"),
-        ("LOG_FORMAT", "pretty"),
+        ("SHUTDOWN_GRACE_SECS", "5"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let settings = Settings::from_map(&map).expect("test settings");
+    let env = Env::from_map(map).expect("test environment");
+    let settings = Settings::from_env(&env).expect("test settings");
 
-    // Application::build creates the database itself (through the maintenance database).
-    let app = Application::build_with(&settings, config)
+    // The order service does not run here, but its key must be in the trust bundle so that the
+    // tests can call as it.
+    identity::generate_keys(&settings.mesh_keys_dir, &["order"]).expect("order identity key");
+    let mesh = Mesh::new(vec![
+        Arc::new(shopmesh_product::Product::with_config(config)) as Arc<dyn Service>,
+    ]);
+    // The product service creates its database itself (through the maintenance database).
+    let started = mesh
+        .start(&env, &settings, &["product"])
         .await
-        .expect("product service builds");
-    let port = app.port();
-    let (trigger, shutdown) = shutdown::channel();
-    let server = tokio::spawn(app.run_until_stopped(shutdown, Duration::from_secs(5)));
+        .expect("product service starts");
 
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+    // User access tokens are signed by the user service alone; it does not run here, so the
+    // verifier is handed the public key of a test signer directly.
+    let signer = TokenSigner::from_key(
+        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        &settings.jwt,
+        Duration::from_secs(900),
+    )
+    .expect("token signer");
+    started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
+    let order_identity = started.keys.signer("order").expect("order signer");
+
+    let addr = started.addrs["product"];
+    let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect()
         .await
@@ -77,7 +112,6 @@ async fn spawn_app_with(config: ProductConfig) -> TestApp {
         .await
         .expect("test connection");
 
-    let signer = TokenSigner::from_settings(&settings.jwt, settings.profile).expect("dev key");
     let token = |role| {
         signer
             .sign(&Identity {
@@ -89,13 +123,14 @@ async fn spawn_app_with(config: ProductConfig) -> TestApp {
     };
     TestApp {
         db_name,
-        settings,
+        run_dir,
+        env,
         channel,
         db,
         admin_token: token(Role::Admin),
         customer_token: token(Role::Customer),
-        trigger,
-        server,
+        order_identity,
+        started,
     }
 }
 
@@ -123,6 +158,24 @@ impl TestApp {
 
     fn customer<T>(&self, message: T) -> Request<T> {
         with_token(message, &self.customer_token)
+    }
+
+    /// A call as the order service (its service token, no user token).
+    fn order<T>(&self, message: T) -> Request<T> {
+        let token = self
+            .order_identity
+            .header_value()
+            .expect("order service token");
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            SERVICE_TOKEN,
+            token
+                .to_str()
+                .expect("ascii token")
+                .parse()
+                .expect("metadata value"),
+        );
+        request
     }
 
     async fn create(&self, input: pb::ProductInput, initial_stock: i32) -> pb::Product {
@@ -165,29 +218,14 @@ impl TestApp {
         ttl: Option<Duration>,
     ) -> Result<pb::Reservation, Status> {
         self.inventory()
-            .reserve(
-                self.customer(pb::ReserveRequest {
-                    order_id: order_id.to_string(),
-                    lines: lines
-                        .iter()
-                        .map(|(sku, quantity)| pb::ReservationLine {
-                            sku: (*sku).into(),
-                            quantity: *quantity,
-                        })
-                        .collect(),
-                    ttl: ttl.map(|ttl| prost_types::Duration {
-                        seconds: i64::try_from(ttl.as_secs()).unwrap(),
-                        nanos: i32::try_from(ttl.subsec_nanos()).unwrap(),
-                    }),
-                }),
-            )
+            .reserve(self.order(reserve_request(order_id, lines, ttl)))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))
     }
 
     async fn commit(&self, order_id: Uuid) -> Result<pb::Reservation, Status> {
         self.inventory()
-            .commit(self.customer(pb::CommitRequest {
+            .commit(self.order(pb::CommitRequest {
                 order_id: order_id.to_string(),
             }))
             .await
@@ -196,7 +234,7 @@ impl TestApp {
 
     async fn release(&self, order_id: Uuid) -> Result<Option<pb::Reservation>, Status> {
         self.inventory()
-            .release(self.customer(pb::ReleaseRequest {
+            .release(self.order(pb::ReleaseRequest {
                 order_id: order_id.to_string(),
             }))
             .await
@@ -269,13 +307,10 @@ impl TestApp {
         .expect("outbox count")
     }
 
-    /// Stops the server and drops the database.
+    /// Stops the server, drops the database and removes the run directory.
     async fn teardown(self) {
-        self.trigger.trigger();
-        self.server
-            .await
-            .expect("server task")
-            .expect("server stops cleanly");
+        drop(self.channel);
+        self.started.stop().await;
         self.db.close().await;
         let options: PgConnectOptions = format!("{SERVER}/postgres").parse().expect("url");
         let mut conn = PgConnection::connect_with(&options)
@@ -288,6 +323,28 @@ impl TestApp {
         .execute(&mut conn)
         .await
         .expect("drop test database");
+        std::fs::remove_dir_all(&self.run_dir).expect("remove the run directory");
+    }
+}
+
+fn reserve_request(
+    order_id: Uuid,
+    lines: &[(&str, i32)],
+    ttl: Option<Duration>,
+) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        order_id: order_id.to_string(),
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| pb::ReservationLine {
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
+            .collect(),
+        ttl: ttl.map(|ttl| prost_types::Duration {
+            seconds: i64::try_from(ttl.as_secs()).unwrap(),
+            nanos: i32::try_from(ttl.subsec_nanos()).unwrap(),
+        }),
     }
 }
 
@@ -327,7 +384,7 @@ async fn flash_sale_sells_exactly_the_stock() {
     let attempts: Vec<_> = (0..200)
         .map(|_| {
             let inventory = app.inventory();
-            let request = app.customer(pb::ReserveRequest {
+            let request = app.order(pb::ReserveRequest {
                 order_id: Uuid::now_v7().to_string(),
                 lines: vec![pb::ReservationLine {
                     sku: "FLASH-1".into(),
@@ -483,7 +540,7 @@ async fn resending_an_order_does_not_double() {
     let attempts: Vec<_> = (0..20)
         .map(|_| {
             let mut inventory = app.inventory();
-            let request = app.customer(pb::ReserveRequest {
+            let request = app.order(pb::ReserveRequest {
                 order_id: order.to_string(),
                 lines: vec![pb::ReservationLine {
                     sku: "IDEM-1".into(),
@@ -1002,18 +1059,68 @@ async fn bad_input_is_refused() {
     assert_eq!(status.code(), Code::PermissionDenied);
     let status = inventory.adjust(Request::new(adjust)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = inventory
-        .reserve(Request::new(pb::ReserveRequest {
-            order_id: Uuid::now_v7().to_string(),
-            lines: vec![pb::ReservationLine {
-                sku: "DUP-1".into(),
-                quantity: 1,
-            }],
-            ttl: None,
+    // Adjust also admits the order service (restocking a cancelled order).
+    let restocked = inventory
+        .adjust(app.order(pb::AdjustRequest {
+            sku: "DUP-1".into(),
+            delta: 1,
+            reason: pb::StockMovementReason::Return.into(),
+            ..Default::default()
         }))
+        .await
+        .expect("the order service may adjust")
+        .into_inner();
+    assert_eq!(restocked.stock.unwrap().on_hand, 1);
+    // Reserve, Commit and Release admit only the order service: no token is UNAUTHENTICATED,
+    // a user's token (even an admin's) is PERMISSION_DENIED, and nothing is reserved.
+    let order_id = Uuid::now_v7();
+    let status = inventory
+        .reserve(Request::new(reserve_request(
+            order_id,
+            &[("DUP-1", 1)],
+            None,
+        )))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+    for token in [&app.customer_token, &app.admin_token] {
+        let status = inventory
+            .reserve(with_token(
+                reserve_request(order_id, &[("DUP-1", 1)], None),
+                token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let status = inventory
+            .commit(with_token(
+                pb::CommitRequest {
+                    order_id: order_id.to_string(),
+                },
+                token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let status = inventory
+            .release(with_token(
+                pb::ReleaseRequest {
+                    order_id: order_id.to_string(),
+                },
+                token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+    }
+    assert_eq!(app.stock("DUP-1").await.reserved, 0);
+    let reserved = app
+        .reserve(order_id, &[("DUP-1", 1)], None)
+        .await
+        .expect("the order service may reserve");
+    assert_eq!(reserved.status, i32::from(pb::ReservationStatus::Active));
+    let released = app.release(order_id).await.expect("and release").unwrap();
+    assert_eq!(released.status, i32::from(pb::ReservationStatus::Released));
     let status = inventory
         .list_stock(app.customer(pb::ListStockRequest::default()))
         .await
@@ -1466,12 +1573,10 @@ async fn categories_form_a_tree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeding_is_idempotent() {
     let app = spawn_app().await;
-    let first = shopmesh_product::seed(&app.settings).await.expect("seed");
+    let first = shopmesh_product::seed(&app.env).await.expect("seed");
     assert!(first.products_created >= 300, "{first}");
     assert_eq!(first.products_updated + first.products_unchanged, 0);
-    let second = shopmesh_product::seed(&app.settings)
-        .await
-        .expect("seed again");
+    let second = shopmesh_product::seed(&app.env).await.expect("seed again");
     assert_eq!(
         second.products_unchanged, first.products_created,
         "{second}"
@@ -1516,7 +1621,7 @@ async fn crossing_multi_line_orders_never_deadlock() {
             } else {
                 ("CROSS-B", "CROSS-A")
             };
-            let request = app.customer(pb::ReserveRequest {
+            let request = app.order(pb::ReserveRequest {
                 order_id: order.to_string(),
                 lines: vec![
                     pb::ReservationLine {
@@ -1545,10 +1650,10 @@ async fn crossing_multi_line_orders_never_deadlock() {
             let mut inventory = app.inventory();
             let id = order.to_string();
             let (commit, release) = (
-                app.customer(pb::CommitRequest {
+                app.order(pb::CommitRequest {
                     order_id: id.clone(),
                 }),
-                app.customer(pb::ReleaseRequest { order_id: id }),
+                app.order(pb::ReleaseRequest { order_id: id }),
             );
             tokio::spawn(async move {
                 if i % 2 == 0 {

@@ -6,35 +6,72 @@ pub mod error;
 pub mod grpc;
 pub mod repo;
 pub mod service;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use shopmesh_contracts::user::user_service_server::UserServiceServer;
 use shopmesh_platform::Settings;
-use shopmesh_platform::auth::{TokenSigner, TokenVerifier};
-use shopmesh_platform::grpc::{GrpcServer, GrpcServerBuilder};
-use shopmesh_platform::shutdown::Shutdown;
-use tonic_health::ServingStatus;
+use shopmesh_platform::auth::TokenVerifier;
+use shopmesh_platform::mesh::{Built, Context, Service, Store};
+use shopmesh_platform::settings::{Env, Secret, SettingsError};
 
 use crate::repo::{MongoUserRepo, RedisRefreshTokens, UserRepo};
 use crate::service::UserService;
+use crate::token::TokenSigner;
 
 /// gRPC service name, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "shopmesh.user.v1.UserService";
 
-/// How often readiness re-checks MongoDB and Redis.
-const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+/// The user service's own settings.
+#[derive(Clone, Debug)]
+pub struct UserSettings {
+    pub mongodb_url: Secret,
+    pub mongodb_database: String,
+    pub redis_url: Secret,
+    pub redis_key_prefix: String,
+    /// Ed25519 PKCS#8 PEM; without it the dev profile generates one per installation.
+    pub private_key_pem: Option<Secret>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl UserSettings {
+    pub fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        Ok(Self {
+            mongodb_url: env.store_url("MONGODB_URL", "mongodb://127.0.0.1:27017")?,
+            mongodb_database: env.string("MONGODB_DATABASE", "shopmesh_user"),
+            redis_url: env.store_url("REDIS_URL", "redis://127.0.0.1:6379")?,
+            redis_key_prefix: env.string("REDIS_KEY_PREFIX", "shopmesh:"),
+            private_key_pem: env.secret("JWT_PRIVATE_KEY_PEM"),
+            access_ttl: env.secs("ACCESS_TOKEN_TTL_SECS", "900")?,
+            refresh_ttl: env.secs("REFRESH_TOKEN_TTL_SECS", "2592000")?,
+        })
+    }
+}
+
+/// The access-token signer of this installation (refusing a missing key in production).
+pub fn signer(settings: &Settings, user: &UserSettings) -> anyhow::Result<TokenSigner> {
+    Ok(TokenSigner::load(
+        user.private_key_pem.as_ref(),
+        settings.profile,
+        &settings.run_dir,
+        &settings.jwt,
+        user.access_ttl,
+    )?)
+}
 
 /// Connects the stores of the user service.
-pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<UserService>> {
-    let signer = TokenSigner::from_settings(&settings.jwt, settings.profile)?;
-    let users =
-        MongoUserRepo::connect(settings.mongodb_url.expose(), &settings.mongodb_database).await?;
+pub async fn connect(settings: &Settings, user: &UserSettings) -> anyhow::Result<Arc<UserService>> {
+    let signer = signer(settings, user)?;
+    let users = MongoUserRepo::connect(user.mongodb_url.expose(), &user.mongodb_database).await?;
     let tokens = RedisRefreshTokens::connect(
-        settings.redis_url.expose(),
-        &settings.redis_key_prefix,
-        settings.jwt.refresh_ttl,
+        user.redis_url.expose(),
+        &user.redis_key_prefix,
+        user.refresh_ttl,
     )
     .await?;
     Ok(Arc::new(UserService::new(
@@ -45,74 +82,80 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<UserService>> {
 }
 
 /// Creates the MongoDB indexes the user service relies on.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let users =
-        MongoUserRepo::connect(settings.mongodb_url.expose(), &settings.mongodb_database).await?;
+pub async fn migrate(user: &UserSettings) -> anyhow::Result<()> {
+    let users = MongoUserRepo::connect(user.mongodb_url.expose(), &user.mongodb_database).await?;
     users.migrate().await?;
     Ok(())
 }
 
-/// A built, bound user service.
-pub struct Application {
-    server: GrpcServer,
-    service: Arc<UserService>,
-}
+/// The user service's registration in the mesh.
+pub struct User;
 
-impl Application {
-    /// Loads the signing key (refusing the dev key in production), connects the stores, ensures
-    /// indexes, and binds `USER_GRPC_ADDR` (port 0 picks a free port).
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        // The key check comes first: production must refuse a missing or dev key before anything else.
-        let signer = TokenSigner::from_settings(&settings.jwt, settings.profile)?;
-        migrate(settings).await?;
-        let service = connect(settings).await?;
-        let verifier = TokenVerifier::for_signer(&signer);
-        let server = GrpcServerBuilder::new(verifier)
-            .add_service(UserServiceServer::new(grpc::UserGrpc::new(service.clone())))
-            .bind(settings.user_grpc_addr)
-            .await?;
-        Ok(Self { server, service })
+impl Service for User {
+    fn name(&self) -> &'static str {
+        "user"
     }
 
-    pub fn port(&self) -> u16 {
-        self.server.port()
+    fn default_port(&self) -> u16 {
+        50051
     }
 
-    pub fn service(&self) -> Arc<UserService> {
-        self.service.clone()
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[SERVICE_NAME]
     }
 
-    /// Serves until `shutdown`; readiness follows the stores meanwhile.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: Shutdown,
-        grace: Duration,
-    ) -> anyhow::Result<()> {
-        let health = self.server.health();
-        let service = self.service.clone();
-        let watch = shutdown.clone();
-        let readiness = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(READINESS_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = watch.clone().wait() => break,
-                }
-                if watch.is_triggered() {
-                    break;
-                }
-                let status = match service.ready().await {
-                    Ok(()) => ServingStatus::Serving,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "user service dependencies unavailable");
-                        ServingStatus::NotServing
-                    }
-                };
-                health.set_service_status(SERVICE_NAME, status).await;
-            }
-        });
-        let result = self.server.run_until_stopped(shutdown, grace).await;
-        readiness.abort();
-        result
+    fn stores(&self) -> &'static [Store] {
+        &[Store::MongoDb, Store::Redis]
+    }
+
+    fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("MONGODB_URL", "mongodb://mongo:27017"),
+            ("MONGODB_DATABASE", "shopmesh_user"),
+            ("REDIS_URL", "redis://redis:6379"),
+            ("REDIS_KEY_PREFIX", "\"shopmesh:\""),
+            // Only the user service signs user tokens, so only its container holds the key.
+            (
+                "JWT_PRIVATE_KEY_PEM",
+                "${JWT_PRIVATE_KEY_PEM:?set JWT_PRIVATE_KEY_PEM (an Ed25519 PKCS#8 PEM)}",
+            ),
+            ("ACCESS_TOKEN_TTL_SECS", "${ACCESS_TOKEN_TTL_SECS:-900}"),
+            (
+                "REFRESH_TOKEN_TTL_SECS",
+                "${REFRESH_TOKEN_TTL_SECS:-2592000}",
+            ),
+        ]
+    }
+
+    fn migrate(&self, env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
+        async move { migrate(&UserSettings::from_env(&env)?).await }.boxed()
+    }
+
+    fn build(&self, ctx: Context) -> BoxFuture<'static, anyhow::Result<Built>> {
+        async move {
+            let user = UserSettings::from_env(&ctx.env)?;
+            // The key check comes first: production must refuse a missing key before anything
+            // else happens.
+            let signer = signer(&ctx.settings, &user)?;
+            migrate(&user).await?;
+            let service = connect(&ctx.settings, &user).await?;
+            // The user service holds its keys: it verifies tokens with them directly, and also
+            // trusts what the JWKS cache learns (keys it published earlier).
+            let own = TokenVerifier::with_keys(
+                &ctx.settings.jwt.issuer,
+                &ctx.settings.jwt.audience,
+                &[signer.jwk().clone()],
+            );
+            let mut guard = ctx.guard();
+            guard.users = own;
+            let server = shopmesh_platform::grpc::GrpcServerBuilder::new(guard)
+                .add_service(UserServiceServer::new(grpc::UserGrpc::new(service.clone())));
+            let ready = service.clone();
+            Ok(Built::new(server).ready(Arc::new(move || {
+                let service = ready.clone();
+                async move { service.ready().await.map_err(|err| err.to_string()) }.boxed()
+            })))
+        }
+        .boxed()
     }
 }

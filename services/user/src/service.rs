@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
-use shopmesh_platform::auth::{Identity, Jwk, Role, Tier, TokenSigner};
+use shopmesh_platform::auth::{Identity, Jwk, Role, Tier};
+
+use crate::token::TokenSigner;
 use shopmesh_platform::problem::FieldError;
 
 use crate::domain::{
@@ -219,9 +221,12 @@ impl UserService {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, email: &str, password: &str) -> Result<Tokens, Error> {
         let found = self.users.by_email(&domain::normalize_email(email)).await?;
-        let hash = found
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
+        // The decoy hash is computed on first use; like every Argon2 call it runs on the
+        // blocking pool, never on a runtime thread.
+        let hash = match &found {
+            Some(user) => user.password_hash.clone(),
+            None => blocking(|| decoy_hash().to_owned()).await?,
+        };
         let plain = password.to_owned();
         let matches = blocking(move || verify_password(&plain, &hash)).await?;
         let user = match found {

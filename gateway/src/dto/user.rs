@@ -1,39 +1,12 @@
-//! JSON shapes of the REST API (what clients see), and their conversion from the gRPC contracts.
-//! Domain types stay inside the services; these are wire types only.
+//! JSON shapes of the user service's API: registration and tokens, the caller's profile and
+//! addresses, and account administration.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shopmesh_contracts::user as pb;
 use utoipa::{IntoParams, ToSchema};
 
-/// An RFC 9457 problem document; every error answer has this shape.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDoc {
-    /// A URI reference identifying the problem type; `about:blank` when the status says it all.
-    #[schema(example = "about:blank")]
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[schema(example = "Conflict")]
-    pub title: String,
-    #[schema(example = 409)]
-    pub status: u16,
-    #[schema(example = "an account with this email already exists")]
-    pub detail: String,
-    /// Field-level validation errors (422 only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<FieldErrorDoc>>,
-}
-
-/// One invalid input field.
-#[derive(Serialize, ToSchema)]
-#[schema(as = FieldError)]
-pub struct FieldErrorDoc {
-    #[schema(example = "email")]
-    pub field: String,
-    #[schema(example = "must be a valid email address")]
-    pub message: String,
-}
+use crate::dto::{non_empty, time};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -198,58 +171,6 @@ pub struct UserPage {
 pub struct UserAccessBody {
     pub role: Option<Role>,
     pub tier: Option<Tier>,
-}
-
-/// JSON Web Key Set (RFC 7517) of the access-token signing keys.
-#[derive(Serialize, ToSchema)]
-pub struct JwksResponse {
-    pub keys: Vec<JwkResponse>,
-}
-
-/// An Ed25519 public key (RFC 8037).
-#[derive(Serialize, ToSchema)]
-pub struct JwkResponse {
-    #[schema(example = "OKP")]
-    pub kty: String,
-    #[schema(example = "Ed25519")]
-    pub crv: String,
-    pub x: String,
-    pub kid: String,
-    #[schema(example = "EdDSA")]
-    pub alg: String,
-    #[serde(rename = "use")]
-    #[schema(example = "sig")]
-    pub use_: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct HealthResponse {
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-/// Readiness of the gateway and what it depends on.
-#[derive(Serialize, ToSchema)]
-pub struct ReadinessResponse {
-    /// `ready` or `unavailable`.
-    pub status: String,
-    /// Each dependency and its state (`serving`, `not_serving`, `unreachable`, `loaded`, `missing`).
-    pub checks: std::collections::BTreeMap<String, String>,
-}
-
-/// A protobuf timestamp as a UTC time (`None` when absent or out of range).
-pub fn optional_time(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-}
-
-/// A protobuf timestamp as a UTC time, the epoch when absent.
-pub fn time(ts: Option<prost_types::Timestamp>) -> DateTime<Utc> {
-    optional_time(ts).unwrap_or_default()
-}
-
-/// Protobuf's empty string as JSON's absent value.
-pub fn non_empty(value: String) -> Option<String> {
-    (!value.is_empty()).then_some(value)
 }
 
 impl From<pb::Address> for AddressResponse {

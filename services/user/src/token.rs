@@ -1,0 +1,275 @@
+//! The signer of user access tokens. It lives in the user service's crate because no other
+//! service may mint user tokens: the others verify them with the public keys (JWKS) only.
+//!
+//! The key comes from `JWT_PRIVATE_KEY_PEM`. Without it, the dev profile generates a fresh
+//! Ed25519 key for this installation into `<SHOPMESH_RUN_DIR>/keys/user-token.pem` (mode 0600)
+//! on first start and reuses it afterwards; production refuses to start. No key is compiled in.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sha2::{Digest, Sha256};
+use shopmesh_platform::Profile;
+use shopmesh_platform::auth::{Claims, Identity, Jwk, now_secs};
+use shopmesh_platform::settings::{JwtSettings, Secret};
+
+/// Why the signing key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("JWT_PRIVATE_KEY_PEM is required in the production profile")]
+    MissingInProduction,
+    #[error("JWT_PRIVATE_KEY_PEM is not an Ed25519 PKCS#8 PEM key")]
+    BadKey,
+    #[error("the generated signing key file {0} is not an Ed25519 PKCS#8 PEM key")]
+    BadKeyFile(PathBuf),
+    #[error("could not read or write the signing key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the dev profile keeps its generated signing key.
+pub fn dev_key_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("keys").join("user-token.pem")
+}
+
+/// Reads the key at `path`, generating it first when the file does not exist.
+fn load_or_generate(path: &Path) -> Result<SigningKey, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = key
+            .to_pkcs8_pem(Default::default())
+            .map_err(|_| KeyError::BadKey)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(path) {
+            Ok(mut file) => {
+                use std::io::Write;
+                file.write_all(pem.as_bytes()).map_err(io)?;
+                tracing::info!(path = %path.display(), "generated a new access-token signing key for this installation");
+            }
+            // Another process won the race; use its key.
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(io(err)),
+        }
+    }
+    let pem = std::fs::read_to_string(path).map_err(io)?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::BadKeyFile(path.to_owned()))
+}
+
+/// Signs access tokens. Held only by the user service.
+#[derive(Clone)]
+pub struct TokenSigner {
+    encoding_key: EncodingKey,
+    jwk: Jwk,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.jwk.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// The configured key; without one, the dev profile's generated key under `run_dir`.
+    pub fn load(
+        pem: Option<&Secret>,
+        profile: Profile,
+        run_dir: &Path,
+        jwt: &JwtSettings,
+        ttl: Duration,
+    ) -> Result<Self, KeyError> {
+        let key = match pem {
+            Some(pem) => SigningKey::from_pkcs8_pem(pem.expose()).map_err(|_| KeyError::BadKey)?,
+            None if profile == Profile::Dev => {
+                let path = dev_key_path(run_dir);
+                let key = load_or_generate(&path)?;
+                tracing::info!(path = %path.display(), "signing access tokens with this installation's generated dev key");
+                key
+            }
+            None => return Err(KeyError::MissingInProduction),
+        };
+        Self::from_key(&key, jwt, ttl)
+    }
+
+    /// A signer for `key`.
+    pub fn from_key(key: &SigningKey, jwt: &JwtSettings, ttl: Duration) -> Result<Self, KeyError> {
+        let der = key.to_pkcs8_der().map_err(|_| KeyError::BadKey)?;
+        let public = key.verifying_key().to_bytes();
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
+        Ok(Self {
+            encoding_key: EncodingKey::from_ed_der(der.as_bytes()),
+            jwk: Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: URL_SAFE_NO_PAD.encode(public),
+                kid,
+                alg: "EdDSA".into(),
+                use_: "sig".into(),
+            },
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience.clone(),
+            ttl,
+        })
+    }
+
+    pub fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed access token for `identity`, valid from now.
+    pub fn sign(&self, identity: &Identity) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign_issued_at(identity, now_secs())
+    }
+
+    /// A signed access token issued at `iat` (seconds since the epoch); tools and tests use it
+    /// to mint tokens that are already expired.
+    pub fn sign_issued_at(
+        &self,
+        identity: &Identity,
+        iat: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = Claims {
+            sub: identity.user_id.clone(),
+            role: identity.role,
+            tier: identity.tier,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+            jti: uuid::Uuid::now_v7().to_string(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.jwk.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shopmesh_platform::auth::{AuthError, Role, Tier, TokenVerifier};
+
+    use super::*;
+
+    fn jwt() -> JwtSettings {
+        JwtSettings {
+            issuer: "shopmesh".into(),
+            audience: "shopmesh".into(),
+        }
+    }
+
+    fn customer() -> Identity {
+        Identity {
+            user_id: "u1".into(),
+            role: Role::Customer,
+            tier: Tier::Standard,
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("shopmesh-user-key-{}", uuid::Uuid::new_v4()))
+    }
+
+    #[test]
+    fn production_refuses_a_missing_or_bad_key() {
+        let dir = temp_dir();
+        let ttl = Duration::from_secs(900);
+        let err = TokenSigner::load(None, Profile::Production, &dir, &jwt(), ttl).unwrap_err();
+        assert!(matches!(err, KeyError::MissingInProduction));
+        assert!(!dir.exists(), "production generates nothing");
+        let bad = Secret::new("not a key");
+        let err =
+            TokenSigner::load(Some(&bad), Profile::Production, &dir, &jwt(), ttl).unwrap_err();
+        assert!(matches!(err, KeyError::BadKey));
+    }
+
+    #[test]
+    fn the_dev_key_is_generated_per_installation_private_and_reused() {
+        let (one, two) = (temp_dir(), temp_dir());
+        let ttl = Duration::from_secs(900);
+        let first = TokenSigner::load(None, Profile::Dev, &one, &jwt(), ttl).unwrap();
+        let again = TokenSigner::load(None, Profile::Dev, &one, &jwt(), ttl).unwrap();
+        assert_eq!(first.jwk(), again.jwk(), "reused on restart");
+        let other = TokenSigner::load(None, Profile::Dev, &two, &jwt(), ttl).unwrap();
+        assert_ne!(
+            first.jwk().x,
+            other.jwk().x,
+            "each installation has its own key"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dev_key_path(&one))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Tokens of one installation do not verify in another.
+        let token = first.sign(&customer()).unwrap();
+        let verifier = TokenVerifier::with_keys("shopmesh", "shopmesh", &[first.jwk().clone()]);
+        assert_eq!(verifier.verify(&token).unwrap(), customer());
+        let foreign = TokenVerifier::with_keys("shopmesh", "shopmesh", &[other.jwk().clone()]);
+        assert!(matches!(foreign.verify(&token), Err(AuthError::UnknownKey)));
+        std::fs::remove_dir_all(one).unwrap();
+        std::fs::remove_dir_all(two).unwrap();
+    }
+
+    #[test]
+    fn hs256_with_the_public_key_is_refused() {
+        let dir = temp_dir();
+        let signer =
+            TokenSigner::load(None, Profile::Dev, &dir, &jwt(), Duration::from_secs(900)).unwrap();
+        let verifier = TokenVerifier::with_keys("shopmesh", "shopmesh", &[signer.jwk().clone()]);
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(signer.jwk().kid.clone());
+        let claims = Claims {
+            sub: "u1".into(),
+            role: Role::Admin,
+            tier: Tier::Vip,
+            iss: "shopmesh".into(),
+            aud: "shopmesh".into(),
+            iat: now_secs(),
+            exp: now_secs() + 600,
+            jti: "j".into(),
+        };
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(signer.jwk().x.as_bytes()),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&forged),
+            Err(AuthError::WrongAlgorithm)
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
