@@ -44,6 +44,13 @@ enum Command {
     Compose,
     /// List the services: name, default gRPC port, gRPC services (tab-separated).
     Services,
+    /// Print a 60-second service token of one service, from its key in MESH_KEYS_DIR, for
+    /// calling internal RPCs by hand (grpcurl -H "x-shopmesh-service-token: …").
+    ServiceToken {
+        /// The service to speak as, e.g. order.
+        #[arg(long = "as")]
+        service: String,
+    },
     /// Create the identity key pair of every service that has none in the directory.
     MeshKeys {
         #[arg(long, env = "MESH_KEYS_DIR")]
@@ -100,6 +107,14 @@ fn main() -> anyhow::Result<()> {
     }
     let env = Env::from_process()?;
     let settings = Settings::from_env(&env)?;
+    if let Command::ServiceToken { service } = &cli.command {
+        let keys = shopmesh::mesh().keys(&settings)?;
+        let token = keys
+            .signer(service)?
+            .token_issued_at(shopmesh_platform::auth::now_secs())?;
+        println!("{token}");
+        return Ok(());
+    }
     shopmesh_platform::telemetry::init(settings.log_format, &settings.log_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             | Command::GrpcDocs
             | Command::Compose
             | Command::Services
+            | Command::ServiceToken { .. }
             | Command::MeshKeys { .. } => Ok(()),
         }
     })

@@ -20,7 +20,7 @@ use shopmesh_platform::problem::Problem;
 use tracing::Instrument;
 
 use crate::extract::{Authentication, RequestId};
-use crate::settings::GatewayPolicy;
+use crate::settings::{Cidr, GatewayPolicy};
 use crate::state::AppState;
 
 type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
@@ -145,18 +145,26 @@ pub async fn metrics(req: Request, next: Next) -> Response {
     response
 }
 
-fn client_ip(req: &Request, trust_proxy_headers: bool) -> IpAddr {
+/// The client's address: the TCP peer, or the `X-Real-IP` it sets when the peer is a trusted
+/// proxy (the nginx edge sets it to the address it saw). A client that connects directly cannot
+/// pick its own rate-limit key with a header. X-Forwarded-For is never read: clients can append
+/// to it.
+fn client_ip(req: &Request, trusted: &[Cidr]) -> IpAddr {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    // nginx sets X-Real-IP to the address it saw; X-Forwarded-For can be forged by clients.
-    let forwarded = trust_proxy_headers
-        .then(|| req.headers().get("x-real-ip"))
-        .flatten()
+        .map(|info| info.0.ip().to_canonical());
+    let Some(peer) = peer else {
+        return IpAddr::from([0, 0, 0, 0]);
+    };
+    if !trusted.iter().any(|net| net.contains(peer)) {
+        return peer;
+    }
+    req.headers()
+        .get("x-real-ip")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer)
 }
 
 /// Applies the per-IP limit, verifies a bearer token if one is sent (recording the outcome for
@@ -168,7 +176,7 @@ pub async fn authenticate_and_limit(
 ) -> Response {
     // The limiter's own clock: building a clock calibrates it, far too costly per request.
     let now = state.limiters.per_ip.clock().now();
-    let ip = client_ip(&req, state.policy.trust_proxy_headers);
+    let ip = client_ip(&req, &state.policy.trusted_proxies);
     if let Err(not_until) = state.limiters.per_ip.check_key(&ip) {
         return too_many(not_until.wait_time_from(now));
     }

@@ -1,6 +1,6 @@
 //! The gateway's own settings: what it enforces at the edge.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use shopmesh_platform::settings::{Env, SettingsError};
@@ -23,7 +23,58 @@ pub struct GatewayPolicy {
     pub import_timeout: Duration,
     pub rate_limit_ip: RateLimit,
     pub rate_limit_user: RateLimit,
-    pub trust_proxy_headers: bool,
+    /// Peers whose `X-Real-IP` names the client (the nginx edge). Anyone else is keyed by the
+    /// address it connects from, whatever headers it sends.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An IP network, `10.0.0.0/8` or `::1/128`; a bare address is a /32 (or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP network"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a prefix outside 0..={max}"))?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The gateway's listen address and edge policy.
@@ -69,7 +120,13 @@ impl GatewaySettings {
                     per_second: env.positive("RATE_LIMIT_USER_PER_SECOND", "20")?,
                     burst: env.positive("RATE_LIMIT_USER_BURST", "40")?,
                 },
-                trust_proxy_headers: env.parse("TRUST_PROXY_HEADERS", "true")?,
+                trusted_proxies: env
+                    .string("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
+                    .split(',')
+                    .filter(|part| !part.trim().is_empty() && part.trim() != "none")
+                    .map(Cidr::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|reason| SettingsError::new("TRUSTED_PROXIES", reason))?,
             },
         })
     }
@@ -98,5 +155,39 @@ mod tests {
         assert_eq!(err.key, "RATE_LIMIT_IP_BURST");
         let err = GatewaySettings::from_env(&env(&[("BODY_LIMIT_BYTES", "10")])).unwrap_err();
         assert_eq!(err.key, "BODY_LIMIT_BYTES");
+        let err =
+            GatewaySettings::from_env(&env(&[("TRUSTED_PROXIES", "10.0.0.0/33")])).unwrap_err();
+        assert_eq!(err.key, "TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn only_loopback_is_trusted_by_default_and_networks_match_by_prefix() {
+        let s = GatewaySettings::from_env(&env(&[])).unwrap();
+        let trusted = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            s.policy.trusted_proxies.iter().any(|c| c.contains(ip))
+        };
+        assert!(trusted("127.0.0.1"));
+        assert!(trusted("::1"));
+        assert!(trusted("::ffff:127.0.0.1"));
+        assert!(!trusted("127.0.0.2"));
+        assert!(!trusted("10.1.2.3"));
+        assert!(!trusted("203.0.113.7"));
+        let net = Cidr::parse("172.16.0.0/12").unwrap();
+        assert!(net.contains("172.31.255.1".parse().unwrap()));
+        assert!(!net.contains("172.32.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            !Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("10.0.0.1".parse().unwrap())
+        );
+        assert!(Cidr::parse("nonsense").is_err());
+        let none = GatewaySettings::from_env(&env(&[("TRUSTED_PROXIES", "none")])).unwrap();
+        assert!(none.policy.trusted_proxies.is_empty());
     }
 }

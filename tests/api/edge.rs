@@ -31,6 +31,36 @@ async fn served_openapi_matches_the_checked_in_document_and_docs_render() {
         );
     }
 
+    // The same site documents the gRPC face: the reference the OpenAPI description links.
+    assert!(
+        served.body["info"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("(/docs/grpc)")
+    );
+    let grpc = app.http.get(app.url("/docs/grpc")).send().await.unwrap();
+    assert_eq!(grpc.status(), 200);
+    assert!(
+        grpc.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let reference = grpc.text().await.unwrap();
+    assert_eq!(
+        reference,
+        std::fs::read_to_string(repo_root().join("docs/grpc.html")).unwrap(),
+        "docs/grpc.html drifted: regenerate it with `shopmesh grpc-docs > docs/grpc.html`"
+    );
+    for needle in [
+        "shopmesh.product.v1.InventoryService",
+        "shopmesh.user.v1.UserService",
+        "internal-only",
+        "EventEnvelope",
+    ] {
+        assert!(reference.contains(needle), "{needle} in the gRPC reference");
+    }
+
     let docs = app.http.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.unwrap();
@@ -157,4 +187,59 @@ async fn cors_allows_only_listed_origins() {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_client_of_the_gateway_port_cannot_pick_its_own_rate_limit_key() {
+    // Only 10.9.9.9 may name clients: the loopback client of this test is not a proxy.
+    let app = spawn_app_with(Options {
+        ip_per_second: 1,
+        ip_burst: 5,
+        env: vec![("TRUSTED_PROXIES", "10.9.9.9/32".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let mut limited = 0;
+    for i in 0..20 {
+        let reply = app
+            .http
+            .get(format!("{}/api/products?q=x", app.gateway))
+            .header("x-real-ip", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        if reply.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 10,
+        "spoofed X-Real-IP values were honoured: {limited} of 20 limited"
+    );
+}
+
+#[tokio::test]
+async fn the_trusted_edge_names_the_client_and_clients_cannot_override_it() {
+    // Through nginx (a trusted proxy on loopback) the key is the address nginx saw, so a
+    // header the client sends is replaced, not believed.
+    let app = spawn_app_with(Options {
+        ip_per_second: 1,
+        ip_burst: 5,
+        ..Options::default()
+    })
+    .await;
+    let mut limited = 0;
+    for i in 0..20 {
+        let reply = app
+            .http
+            .get(app.url("/api/products?q=x"))
+            .header("x-real-ip", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        if reply.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 10, "{limited} of 20 limited");
 }

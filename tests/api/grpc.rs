@@ -162,3 +162,75 @@ async fn grpc_servers_echo_the_request_id() {
     let response = health.check(request).await.unwrap();
     assert_eq!(response.metadata().get("x-request-id").unwrap(), "corr-42");
 }
+
+/// The README's grpcurl call of an internal RPC: a user token is refused, the order service's
+/// token from `shopmesh service-token` is admitted.
+#[tokio::test]
+async fn grpcurl_reaches_internal_rpcs_only_as_the_admitted_service() {
+    let app = spawn_app().await;
+    let admin = app.admin("grpcurl-admin@example.com").await;
+    let created = app
+        .post(
+            "/api/admin/products",
+            serde_json::json!({"sku": "CLI-1", "name": "Cli mug", "description": "A mug",
+                   "price": {"amount": 900, "currency": "USD"}, "initial_stock": 3}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let addr = app.product_grpc.trim_start_matches("http://").to_owned();
+    let body = r#"{"order_id":"0190a0e0-0000-7000-8000-000000000001","lines":[{"sku":"CLI-1","quantity":1}]}"#;
+    let method = "shopmesh.product.v1.InventoryService/Reserve";
+
+    let as_admin = tokio::process::Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {admin}"),
+        ])
+        .args(["-d", body, &addr, method])
+        .output()
+        .await
+        .expect("grpcurl");
+    assert!(!as_admin.status.success());
+    let stderr = String::from_utf8_lossy(&as_admin.stderr);
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+
+    let token = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["service-token", "--as", "order"])
+        .env_clear()
+        .env("SHOPMESH_RUN_DIR", app.env.raw("SHOPMESH_RUN_DIR").unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let as_order = tokio::process::Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("x-shopmesh-service-token: {token}"),
+        ])
+        .args(["-d", body, &addr, method])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&as_order.stdout);
+    assert!(
+        as_order.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_order.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).expect("grpcurl prints JSON");
+    assert_eq!(
+        answer["reservation"]["orderId"], "0190a0e0-0000-7000-8000-000000000001",
+        "{stdout}"
+    );
+    let stock = app.get("/api/admin/inventory/CLI-1", Some(&admin)).await;
+    assert_eq!(stock.body["stock"]["reserved"], 1, "{}", stock.text);
+}

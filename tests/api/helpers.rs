@@ -347,10 +347,6 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let settings = Settings::from_env(&env).expect("test settings");
     let product_database = database.replacen("test_", "product_", 1);
     let mesh = test_mesh(&options);
-    // The order service is not in the binary's list yet, but its identity is what the inventory
-    // RPCs admit: give this installation its key pair so tests can call as the order service.
-    shopmesh_platform::identity::generate_keys(&settings.mesh_keys_dir, &["order"])
-        .expect("order service key");
     let mut targets = vec![run::ALL];
     if let Some(services) = &options.services {
         targets = vec![shopmesh_platform::mesh::GATEWAY];

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use serde_json::json;
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
@@ -306,4 +308,95 @@ async fn nginx_workers_do_not_outlive_the_test() {
         "nginx processes survived the test: {:?}",
         Nginx::processes(group)
     );
+}
+
+/// A CSV upload that arrives slowly: a header, then `batches` batches of 200 rows, one every
+/// `pace`.
+fn slow_csv(batches: usize, pace: Duration, prefix: &'static str) -> reqwest::Body {
+    let chunks = futures::stream::iter(0..=batches).then(move |batch| async move {
+        if batch == 0 {
+            return Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                b"sku,name,description,price_amount,currency,initial_stock\n",
+            ));
+        }
+        tokio::time::sleep(pace).await;
+        let mut rows = String::new();
+        for i in 0..200 {
+            let n = (batch - 1) * 200 + i;
+            rows.push_str(&format!(
+                "{prefix}-{n:04},Item {n},A thing,{},USD,1\n",
+                100 + n
+            ));
+        }
+        Ok(bytes::Bytes::from(rows))
+    });
+    reqwest::Body::wrap_stream(chunks)
+}
+
+#[tokio::test]
+async fn a_streamed_import_runs_under_its_own_budget_not_the_unary_one() {
+    // Unary calls get 400 ms everywhere; the import takes about two seconds of upload.
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("REQUEST_TIMEOUT_MS", "400".to_owned()),
+            ("GRPC_REQUEST_TIMEOUT_MS", "400".to_owned()),
+            ("GRPC_SERVER_TIMEOUT_MS", "400".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let admin = app.admin("import-admin@example.com").await;
+    let started = Instant::now();
+    // Straight to the gateway: nginx would buffer the whole upload before passing it on.
+    let reply = crate::helpers::Reply::from(
+        app.http
+            .post(format!("{}/api/admin/products/import", app.gateway))
+            .bearer_auth(&admin)
+            .header("content-type", "text/csv")
+            .body(slow_csv(4, Duration::from_millis(500), "BUDGET"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["batches_committed"], 4, "{}", reply.text);
+    assert_eq!(reply.body["products_created"], 800);
+    assert_eq!(reply.body["incomplete"], false);
+    let last = app.get("/api/products/sku/BUDGET-0799", None).await;
+    assert_eq!(last.status, 200, "{}", last.text);
+}
+
+#[tokio::test]
+async fn an_import_that_outlasts_its_budget_says_exactly_what_was_committed() {
+    let app = spawn_app_with(Options {
+        env: vec![("IMPORT_TIMEOUT_MS", "2500".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let admin = app.admin("import-admin@example.com").await;
+    let reply = crate::helpers::Reply::from(
+        app.http
+            .post(format!("{}/api/admin/products/import", app.gateway))
+            .bearer_auth(&admin)
+            .header("content-type", "text/csv")
+            .body(slow_csv(6, Duration::from_millis(700), "CUT"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["incomplete"], true, "{}", reply.text);
+    assert!(reply.body["stopped_reason"].is_string(), "{}", reply.text);
+    let committed = reply.body["batches_committed"].as_u64().unwrap();
+    assert!((1..6).contains(&committed), "{}", reply.text);
+    assert_eq!(reply.body["products_created"], committed * 200);
+    // Exactly the committed batches are in the catalog: the last row of the last committed
+    // batch exists, the first row after it does not.
+    let last = format!("/api/products/sku/CUT-{:04}", committed * 200 - 1);
+    assert_eq!(app.get(&last, None).await.status, 200);
+    let next = format!("/api/products/sku/CUT-{:04}", committed * 200);
+    app.get(&next, None).await.assert_problem(404);
 }

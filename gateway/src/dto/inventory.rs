@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
+use shopmesh_platform::time::time_or_epoch;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::{non_empty, time};
+use crate::dto::non_empty;
 
 /// The stock level of one SKU. `available = on_hand - reserved`.
 #[derive(Serialize, ToSchema)]
@@ -105,7 +106,7 @@ impl From<pb::Stock> for StockResponse {
             reserved: s.reserved,
             available: s.available,
             low_stock_threshold: s.low_stock_threshold,
-            updated_at: time(s.update_time),
+            updated_at: time_or_epoch(s.update_time),
         }
     }
 }
@@ -134,7 +135,7 @@ impl From<pb::StockMovement> for MovementResponse {
             actor_id: non_empty(m.actor_id),
             order_id: non_empty(m.order_id),
             note: non_empty(m.note),
-            created_at: time(m.create_time),
+            created_at: time_or_epoch(m.create_time),
         }
     }
 }

@@ -1,14 +1,14 @@
 //! JSON shapes of the REST API (what clients see), one module per service, and their
 //! conversion from the gRPC contracts. Domain types stay inside the services; these are wire
 //! types only. This module holds what every service shares: the problem document of every
-//! error answer and the conversions of protobuf's absent values.
+//! error answer and the conversion of protobuf's empty strings (timestamps convert with
+//! `shopmesh_platform::time`).
 
 pub mod inventory;
 pub mod product;
 pub mod system;
 pub mod user;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -39,16 +39,6 @@ pub struct FieldErrorDoc {
     pub field: String,
     #[schema(example = "must be a valid email address")]
     pub message: String,
-}
-
-/// A protobuf timestamp as a UTC time (`None` when absent or out of range).
-pub fn optional_time(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-}
-
-/// A protobuf timestamp as a UTC time, the epoch when absent.
-pub fn time(ts: Option<prost_types::Timestamp>) -> DateTime<Utc> {
-    optional_time(ts).unwrap_or_default()
 }
 
 /// Protobuf's empty string as JSON's absent value.

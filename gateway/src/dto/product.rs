@@ -6,9 +6,10 @@ use prost_types::value::Kind;
 use serde::{Deserialize, Serialize};
 use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
+use shopmesh_platform::time::{optional_time, time_or_epoch};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::{non_empty, optional_time, time};
+use crate::dto::non_empty;
 
 /// An amount of money in integer minor units (cents) and an ISO 4217 currency code.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
@@ -251,8 +252,8 @@ impl From<pb::Product> for ProductResponse {
             attributes: p.attributes.map(json_object).unwrap_or_default(),
             active: p.active,
             in_stock: p.in_stock,
-            created_at: time(p.create_time),
-            updated_at: time(p.update_time),
+            created_at: time_or_epoch(p.create_time),
+            updated_at: time_or_epoch(p.update_time),
             deleted_at: optional_time(p.delete_time),
         }
     }
@@ -265,7 +266,7 @@ impl From<pb::Category> for CategoryResponse {
             name: c.name,
             slug: c.slug,
             parent_id: non_empty(c.parent_id),
-            created_at: time(c.create_time),
+            created_at: time_or_epoch(c.create_time),
         }
     }
 }

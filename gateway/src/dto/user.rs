@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shopmesh_contracts::user as pb;
+use shopmesh_platform::time::time_or_epoch;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::{non_empty, time};
+use crate::dto::non_empty;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -187,7 +188,7 @@ impl From<pb::Address> for AddressResponse {
             country: a.country,
             phone: non_empty(a.phone),
             is_default: a.is_default,
-            created_at: time(a.create_time),
+            created_at: time_or_epoch(a.create_time),
         }
     }
 }
@@ -212,8 +213,8 @@ impl From<pb::User> for UserResponse {
             role,
             tier,
             addresses: u.addresses.into_iter().map(Into::into).collect(),
-            created_at: time(u.create_time),
-            updated_at: time(u.update_time),
+            created_at: time_or_epoch(u.create_time),
+            updated_at: time_or_epoch(u.update_time),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod products;
 pub mod system;
 pub mod users;
 
+use shopmesh_platform::page::{self, MAX_PAGE_SIZE};
 use shopmesh_platform::problem::Problem;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
@@ -97,19 +98,22 @@ pub fn upstream(status: tonic::Status) -> Problem {
     problem
 }
 
-/// Largest page any list endpoint returns.
-pub const MAX_PAGE_SIZE: u32 = 100;
-
 /// The gRPC page size for a `limit` query parameter: 0 (the service default) when absent,
-/// 400 when outside 1..=100.
+/// 400 when outside 1..=100 (the platform's cap).
 pub fn page_size(limit: Option<u32>) -> Result<i32, Problem> {
+    let out_of_range = || {
+        Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
+        )
+    };
     match limit {
         None => Ok(0),
-        Some(limit @ 1..=MAX_PAGE_SIZE) => Ok(i32::try_from(limit).unwrap_or(0)),
-        Some(_) => Err(Problem::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "limit must be between 1 and 100",
-        )),
+        // 0 would ask the service for its default; a client that names a limit means a size.
+        Some(0) => Err(out_of_range()),
+        Some(limit) => page::page_size(limit)
+            .and_then(|size| i32::try_from(size).ok())
+            .ok_or_else(out_of_range),
     }
 }
 

@@ -5,6 +5,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::StreamExt;
 use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
@@ -22,6 +25,9 @@ use crate::state::AppState;
 
 /// Rows sent to the product service per all-or-nothing import batch.
 pub const IMPORT_BATCH_ROWS: usize = 200;
+
+/// Time kept back at the end of an import's budget for the product service's answer.
+const IMPORT_ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn etag_value(etag: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("\"{etag}\"")).ok()
@@ -342,7 +348,9 @@ pub async fn delete_product(
 /// Import products from JSON lines (`application/x-ndjson`) or CSV (`text/csv`, header row
 /// `sku,name,description,category_id,price_amount,currency,active,initial_stock,image_urls`).
 /// The body is streamed in batches of 200 rows; each batch is all-or-nothing and every bad row
-/// is reported.
+/// is reported. The import has its own time budget (`IMPORT_TIMEOUT_MS`); when the upload
+/// outlasts it, the import stops between batches and answers with `incomplete: true`: exactly
+/// the batches counted were committed, nothing after them.
 #[utoipa::path(
     post, path = "/api/admin/products/import", tag = "admin",
     security(("bearer" = [])),
@@ -381,18 +389,36 @@ pub async fn import(
         ));
     };
     let (batches, parse_errors) = import_rows(body.into_data_stream(), csv, IMPORT_BATCH_ROWS);
+    // Stop sending shortly before the import's budget runs out, so that the product service
+    // can still answer which batches it committed instead of the whole request timing out.
+    let cut = Arc::new(AtomicBool::new(false));
+    let stop_at = caller.ctx.deadline.map(|deadline| {
+        let left = deadline.remaining();
+        tokio::time::Instant::now() + left.saturating_sub((left / 5).min(IMPORT_ANSWER_MARGIN))
+    });
+    let marker = cut.clone();
+    let stopped = async move {
+        match stop_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending::<()>().await,
+        }
+        marker.store(true, Ordering::Relaxed);
+    };
+    let batches = batches
+        .map(|rows| pb::ImportProductsRequest { rows })
+        .take_until(stopped);
     let report = state
         .product
         .clone()
-        .import_products(
-            caller
-                .ctx
-                .request(batches.map(|rows| pb::ImportProductsRequest { rows })),
-        )
+        .import_products(caller.ctx.request(batches))
         .await
         .map_err(upstream)?
         .into_inner();
     let mut report = ImportReport::from(report);
+    if cut.load(Ordering::Relaxed) {
+        report.incomplete = true;
+        report.stopped_reason = Some("the import ran past its time budget".to_owned());
+    }
     let parse = std::mem::take(&mut *parse_errors.lock().map_err(|_| Problem::internal())?);
     report.merge_parse(parse);
     Ok(axum::Json(report))

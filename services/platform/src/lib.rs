@@ -6,15 +6,20 @@
 
 pub mod auth;
 pub mod client;
+pub mod cursor;
 pub mod grpc;
 pub mod identity;
 pub mod jwks;
 pub mod mesh;
 pub mod metrics;
+pub mod page;
 pub mod problem;
 pub mod settings;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
+pub mod text;
+pub mod time;
 
 pub use settings::{Env, Profile, Settings};
 pub use shutdown::{Shutdown, ShutdownTrigger};

@@ -305,10 +305,19 @@ impl Mesh {
         self.services.iter().find(|s| s.name() == name)
     }
 
-    /// Every service name, then the gateway.
+    /// Every identity of the installation: each service of the list, the gateway, and every
+    /// calling service the contracts' policies admit (services designed but not built yet
+    /// included, so their keys exist when they arrive and operators can speak as them).
     pub fn identities(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = self.services.iter().map(|s| s.name()).collect();
         names.push(GATEWAY);
+        for policy in shopmesh_contracts::policy::METHODS {
+            for caller in policy.callers {
+                if !names.contains(caller) {
+                    names.push(caller);
+                }
+            }
+        }
         names
     }
 

@@ -21,6 +21,14 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// A field error with the given field name and message.
+pub fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
 /// An RFC 9457 problem document.
 #[derive(Clone, Debug, Serialize)]
 pub struct Problem {

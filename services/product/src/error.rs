@@ -12,7 +12,8 @@
 //! | `PermissionDenied` | PERMISSION_DENIED | 403 |
 //! | `Internal` | INTERNAL, detail logged, never sent | 500 |
 
-use shopmesh_platform::problem::{FieldError, invalid_fields};
+use shopmesh_platform::problem::{FieldError, field_error};
+use shopmesh_platform::status;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -53,10 +54,7 @@ fn join(skus: &[Sku]) -> String {
 
 impl Error {
     pub fn field(field: &str, message: &str) -> Self {
-        Self::Invalid(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
+        Self::Invalid(vec![field_error(field, message)])
     }
 }
 
@@ -87,7 +85,7 @@ impl From<RepoError> for Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
-            Error::Invalid(errors) => invalid_fields("invalid input", &errors),
+            Error::Invalid(errors) => status::invalid_input(&errors),
             Error::BadArgument(message) => Status::invalid_argument(message),
             Error::NotFound(_) | Error::UnknownSkus(_) => Status::not_found(error.to_string()),
             Error::SkuTaken(_) | Error::SlugTaken(_) | Error::ReservationMismatch(_) => {
@@ -114,10 +112,7 @@ impl From<Error> for Status {
             }
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
-            Error::Internal(err) => {
-                tracing::error!(error = ?err, "product service internal error");
-                Status::internal("internal error")
-            }
+            Error::Internal(err) => status::internal("product service", &err),
         }
     }
 }

@@ -20,6 +20,7 @@ use shopmesh_contracts::pb::shopmesh::product::v1::{
 use shopmesh_platform::auth::Identity;
 use shopmesh_platform::grpc::{REQUEST_ID, admin, calling_service};
 use shopmesh_platform::problem::FieldError;
+use shopmesh_platform::time::timestamp;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::{
@@ -31,13 +32,6 @@ use crate::events::reason_pb;
 use crate::service::{
     AdjustRequest, BatchOutcome, CatalogService, ImportRowDraft, InventoryService, SearchRequest,
 };
-
-fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
 
 /// Who is calling and which request this is, for the audit trail and the outbox.
 fn actor<T>(request: &Request<T>, caller: Option<&Identity>) -> Actor {

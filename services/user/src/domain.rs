@@ -3,21 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use shopmesh_platform::auth::{Role, Tier};
-use shopmesh_platform::problem::FieldError;
+use shopmesh_platform::problem::{FieldError, field_error};
+use shopmesh_platform::text::has_control;
+pub use shopmesh_platform::text::{optional_text, required_text};
 
 /// Addresses a single account may keep.
 pub const MAX_ADDRESSES: usize = 20;
-
-fn field(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-fn has_control(value: &str) -> bool {
-    value.chars().any(char::is_control)
-}
 
 /// An email address as given (trimmed) and its normalised, lower-case form, which is what
 /// uniqueness is decided on.
@@ -30,7 +21,7 @@ pub struct Email {
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let value = raw.trim();
-        let invalid = || field("email", "must be a valid email address");
+        let invalid = || field_error("email", "must be a valid email address");
         if value.is_empty() || value.len() > 254 || has_control(value) || value.contains(' ') {
             return Err(invalid());
         }
@@ -93,10 +84,16 @@ impl Password {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let chars = raw.chars().count();
         if chars < 10 {
-            return Err(field("password", "must be at least 10 characters long"));
+            return Err(field_error(
+                "password",
+                "must be at least 10 characters long",
+            ));
         }
         if chars > 128 {
-            return Err(field("password", "must be at most 128 characters long"));
+            return Err(field_error(
+                "password",
+                "must be at most 128 characters long",
+            ));
         }
         let classes = [
             raw.chars().any(|c| c.is_lowercase()),
@@ -108,7 +105,7 @@ impl Password {
         .filter(|present| *present)
         .count();
         if classes < 3 {
-            return Err(field(
+            return Err(field_error(
                 "password",
                 "must mix at least three of: lower case, upper case, digits, symbols",
             ));
@@ -117,7 +114,7 @@ impl Password {
             .iter()
             .any(|common| common.eq_ignore_ascii_case(raw))
         {
-            return Err(field("password", "is too common"));
+            return Err(field_error("password", "is too common"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -133,27 +130,6 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// Parses a required, trimmed, single-line text of 1..=max characters.
-pub fn required_text(name: &str, raw: &str, max: usize) -> Result<String, FieldError> {
-    let value = raw.trim();
-    if value.is_empty() {
-        return Err(field(name, "must not be empty"));
-    }
-    optional_text(name, value, max)
-}
-
-/// Parses an optional, trimmed, single-line text of at most max characters ("" when absent).
-pub fn optional_text(name: &str, raw: &str, max: usize) -> Result<String, FieldError> {
-    let value = raw.trim();
-    if value.chars().count() > max {
-        return Err(field(name, format!("must be at most {max} characters")));
-    }
-    if has_control(value) {
-        return Err(field(name, "must not contain control characters"));
-    }
-    Ok(value.to_owned())
-}
-
 /// A phone number: an optional leading +, then 6 to 15 digits; spaces, dashes, dots and
 /// parentheses are accepted as separators and kept as typed. Empty means none.
 pub fn phone(name: &str, raw: &str) -> Result<String, FieldError> {
@@ -167,7 +143,7 @@ pub fn phone(name: &str, raw: &str) -> Result<String, FieldError> {
         .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
     let digits = body.chars().filter(char::is_ascii_digit).count();
     if !separators_ok || !(6..=15).contains(&digits) {
-        return Err(field(
+        return Err(field_error(
             name,
             "must be a phone number: optional +, then 6 to 15 digits",
         ));
@@ -181,7 +157,7 @@ pub fn country(raw: &str) -> Result<String, FieldError> {
     if value.len() == 2 && value.chars().all(|c| c.is_ascii_uppercase()) {
         Ok(value)
     } else {
-        Err(field(
+        Err(field_error(
             "country",
             "must be an ISO 3166-1 alpha-2 code such as DE or US",
         ))

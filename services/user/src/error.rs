@@ -1,6 +1,7 @@
 //! The user service's one error type and the one place that decides its gRPC status.
 
-use shopmesh_platform::problem::{FieldError, invalid_fields};
+use shopmesh_platform::problem::{FieldError, field_error};
+use shopmesh_platform::status;
 use tonic::Status;
 
 use crate::repo::RepoError;
@@ -29,10 +30,7 @@ pub enum Error {
 
 impl Error {
     pub fn field(field: &str, message: &str) -> Self {
-        Self::Invalid(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
+        Self::Invalid(vec![field_error(field, message)])
     }
 }
 
@@ -54,7 +52,7 @@ impl From<RepoError> for Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
-            Error::Invalid(errors) => invalid_fields("invalid input", &errors),
+            Error::Invalid(errors) => status::invalid_input(&errors),
             Error::BadArgument(message) => Status::invalid_argument(message),
             Error::EmailTaken => Status::already_exists(error.to_string()),
             Error::BadCredentials | Error::InvalidRefreshToken => {
@@ -63,10 +61,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::TooManyAddresses(_) => Status::failed_precondition(error.to_string()),
             Error::Conflict => Status::aborted(error.to_string()),
-            Error::Internal(err) => {
-                tracing::error!(error = ?err, "user service internal error");
-                Status::internal("internal error")
-            }
+            Error::Internal(err) => status::internal("user service", &err),
         }
     }
 }

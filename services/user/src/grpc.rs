@@ -6,6 +6,7 @@ use shopmesh_contracts::user::user_service_server::UserService as UserServiceApi
 use shopmesh_contracts::user::{self as pb};
 use shopmesh_platform::auth::{Role, Tier};
 use shopmesh_platform::grpc::{admin, identity};
+use shopmesh_platform::time::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Address, AddressDraft, User};
@@ -20,13 +21,6 @@ pub struct UserGrpc {
 impl UserGrpc {
     pub fn new(service: Arc<UserService>) -> Self {
         Self { service }
-    }
-}
-
-fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -316,11 +310,13 @@ impl UserServiceApi for UserGrpc {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         admin(&request)?;
         let req = request.into_inner();
-        let page_size = usize::try_from(req.page_size)
-            .map_err(|_| Status::invalid_argument("page size must be between 1 and 100"))?;
         let page = self
             .service
-            .list(page_size, Some(&req.page_token), Some(&req.email_contains))
+            .list(
+                req.page_size,
+                Some(&req.page_token),
+                Some(&req.email_contains),
+            )
             .await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.users.iter().map(user_pb).collect(),

@@ -6,6 +6,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
 use shopmesh_platform::auth::{Identity, Jwk, Role, Tier};
+use shopmesh_platform::{cursor, page};
 
 use crate::token::TokenSigner;
 use shopmesh_platform::problem::FieldError;
@@ -17,9 +18,6 @@ use crate::domain::{
 use crate::error::Error;
 use crate::repo::{RefreshTokens, RepoError, Rotation, UserRepo};
 
-/// Largest page of the admin account list.
-pub const MAX_PAGE_SIZE: usize = 100;
-const DEFAULT_PAGE_SIZE: usize = 20;
 /// How often an address change retries after losing a race with another change.
 const ADDRESS_RETRIES: usize = 5;
 
@@ -113,19 +111,18 @@ fn identity(user: &User) -> Identity {
     }
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, Error> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| Error::BadArgument("malformed cursor"))?;
-    let id = String::from_utf8(bytes).map_err(|_| Error::BadArgument("malformed cursor"))?;
-    uuid::Uuid::parse_str(&id).map_err(|_| Error::BadArgument("malformed cursor"))?;
+/// The account id a list cursor continues after: the token of exactly one part, a UUID.
+fn decode_cursor(token: &str) -> Result<String, Error> {
+    let malformed = || Error::BadArgument("malformed cursor");
+    let id = cursor::decode(token, 1)
+        .and_then(|mut parts| parts.pop())
+        .ok_or_else(malformed)?;
+    uuid::Uuid::parse_str(&id).map_err(|_| malformed())?;
     Ok(id)
 }
 
 fn encode_cursor(id: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+    cursor::encode(&[id])
 }
 
 impl UserService {
@@ -446,17 +443,12 @@ impl UserService {
 
     pub async fn list(
         &self,
-        page_size: usize,
+        page_size: i32,
         cursor: Option<&str>,
         email_contains: Option<&str>,
     ) -> Result<UserPage, Error> {
-        let limit = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Error::BadArgument("page size must be between 1 and 100"));
-            }
-            n => n,
-        };
+        let limit = page::page_size(page_size)
+            .ok_or(Error::BadArgument("page size must be between 1 and 100"))?;
         let after = cursor
             .filter(|c| !c.is_empty())
             .map(decode_cursor)

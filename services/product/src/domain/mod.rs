@@ -7,7 +7,6 @@
 mod actor;
 mod category;
 mod currency;
-pub mod cursor;
 mod money;
 mod page;
 mod product;

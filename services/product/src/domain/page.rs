@@ -1,17 +1,12 @@
-//! Page sizes of lists and searches.
+//! Page sizes of lists and searches: the platform's cap and default, with the product service's
+//! wording of a refusal.
 
-/// Largest page any list or search returns.
-pub const MAX_PAGE_SIZE: usize = 100;
-/// Page size when the caller asks for none.
-pub const DEFAULT_PAGE_SIZE: usize = 20;
+use shopmesh_platform::page;
+pub use shopmesh_platform::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 /// A page size from a request: 0 means the default, more than the cap is refused.
 pub fn page_size(raw: i32) -> Result<usize, String> {
-    match usize::try_from(raw) {
-        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
-        Ok(size) if size <= MAX_PAGE_SIZE => Ok(size),
-        _ => Err(format!("page_size must be between 0 and {MAX_PAGE_SIZE}")),
-    }
+    page::page_size(raw).ok_or_else(|| format!("page_size must be between 0 and {MAX_PAGE_SIZE}"))
 }
 
 #[cfg(test)]

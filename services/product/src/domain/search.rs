@@ -1,8 +1,7 @@
 //! Product search: the validated query, filters and sort, and the keyset cursor of a page.
 
+use shopmesh_platform::cursor;
 use uuid::Uuid;
-
-use crate::domain::cursor;
 
 /// Longest full-text query.
 pub const MAX_QUERY_CHARS: usize = 200;

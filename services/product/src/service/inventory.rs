@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use shopmesh_platform::cursor;
 use shopmesh_platform::problem::FieldError;
 use uuid::Uuid;
 
 use crate::config::ProductConfig;
 use crate::domain::{
     self, Actor, Adjustment, MovementReason, Reservation, ReservationStatus, Sku, StockLevel,
-    StockMovement, cursor, field_error, reservation_lines,
+    StockMovement, field_error, reservation_lines,
 };
 use crate::error::Error;
 use crate::repo::{AdjustOutcome, CommitOutcome, InventoryRepo, ReleaseOutcome, ReserveOutcome};
