@@ -205,7 +205,7 @@ pub fn render(mesh: &Mesh) -> String {
         }
         out.push('\n');
     }
-    out.push_str("  gateway:\n    <<: *shopmesh\n    command: [\"serve\", \"--target\", \"gateway\"]\n    environment:\n      <<: *shopmesh-env\n      CORS_ALLOWED_ORIGINS: ${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:8080,http://localhost:8080}\n      BODY_LIMIT_BYTES: ${BODY_LIMIT_BYTES:-262144}\n      REQUEST_TIMEOUT_MS: ${REQUEST_TIMEOUT_MS:-15000}\n      IMPORT_TIMEOUT_MS: ${IMPORT_TIMEOUT_MS:-300000}\n      RATE_LIMIT_IP_PER_SECOND: ${RATE_LIMIT_IP_PER_SECOND:-50}\n      RATE_LIMIT_IP_BURST: ${RATE_LIMIT_IP_BURST:-100}\n      RATE_LIMIT_USER_PER_SECOND: ${RATE_LIMIT_USER_PER_SECOND:-20}\n      RATE_LIMIT_USER_BURST: ${RATE_LIMIT_USER_BURST:-40}\n      # X-Real-IP counts only from the nginx edge's network (docker's default address pools).\n      TRUSTED_PROXIES: ${TRUSTED_PROXIES:-172.16.0.0/12,192.168.0.0/16}\n    expose:\n      - \"8081\"\n    depends_on:\n");
+    out.push_str("  gateway:\n    <<: *shopmesh\n    command: [\"serve\", \"--target\", \"gateway\"]\n    environment:\n      <<: *shopmesh-env\n      CORS_ALLOWED_ORIGINS: ${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:8080,http://localhost:8080}\n      BODY_LIMIT_BYTES: ${BODY_LIMIT_BYTES:-262144}\n      REQUEST_TIMEOUT_MS: ${REQUEST_TIMEOUT_MS:-15000}\n      IMPORT_TIMEOUT_MS: ${IMPORT_TIMEOUT_MS:-300000}\n      RATE_LIMIT_IP_PER_SECOND: ${RATE_LIMIT_IP_PER_SECOND:-50}\n      RATE_LIMIT_IP_BURST: ${RATE_LIMIT_IP_BURST:-100}\n      RATE_LIMIT_USER_PER_SECOND: ${RATE_LIMIT_USER_PER_SECOND:-20}\n      RATE_LIMIT_USER_BURST: ${RATE_LIMIT_USER_BURST:-40}\n      # X-Real-IP counts only from the nginx edge's network (docker's default address pools).\n      TRUSTED_PROXIES: ${TRUSTED_PROXIES:-172.16.0.0/12,192.168.0.0/16}\n      # Ended sessions and token versions, written by the user service: same Redis, same prefix.\n      REDIS_URL: redis://redis:6379\n      REDIS_KEY_PREFIX: \"shopmesh:\"\n    expose:\n      - \"8081\"\n    depends_on:\n");
     for service in services {
         let _ = writeln!(
             out,
@@ -213,6 +213,8 @@ pub fn render(mesh: &Mesh) -> String {
             service.name()
         );
     }
+    // The gateway checks every access token's session in Redis.
+    out.push_str("      redis:\n        condition: service_healthy\n");
     out.push_str(
         r#"
   nginx:

@@ -12,6 +12,28 @@ use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use crate::dto::non_empty;
 use crate::dto::product::{ImportError, ImportReport, NewProductBody};
 
+/// The longest row (CSV record or JSON line) the gateway accepts, in bytes. A longer row is
+/// reported as that row's error (its batch is rejected) and never buffered whole.
+pub const MAX_ROW_BYTES: usize = 64 * 1024;
+
+/// The most characters of a row's own text (its SKU, say) that a report echoes.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// The most bytes one batch may take on the wire: well under the 4 MiB gRPC message limit of
+/// the product service, so a batch of large rows is closed early rather than refused whole.
+pub const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024;
+
+/// What is kept of an over-long row: enough to name its SKU in the report.
+const KEPT_OF_LONG_ROW: usize = 4 * 1024;
+
+/// `text` cut to [`MAX_ECHO_CHARS`] characters, marked with an ellipsis when cut.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Rows the gateway could not parse, and which batches it therefore kept back.
 #[derive(Default, Debug)]
 pub struct ImportParse {
@@ -36,41 +58,95 @@ impl ImportReport {
         self.batches_rejected += parse.rejected;
         self.errors.extend(parse.errors);
         self.errors.sort_by_key(|e| (e.batch, e.line));
+        // Whatever a row held, the report echoes only a bounded excerpt of it.
+        for error in &mut self.errors {
+            error.sku = error.sku.as_deref().map(excerpt);
+            error.field = error.field.as_deref().map(excerpt);
+            error.message = excerpt(&error.message);
+        }
     }
 }
 
+/// One record as split off the upload.
+struct Record {
+    /// The record's bytes; only the first [`KEPT_OF_LONG_ROW`] when it is too long.
+    bytes: Vec<u8>,
+    /// Newlines inside the record (in quoted CSV fields), for numbering the lines after it.
+    newlines: i64,
+    /// Longer than [`MAX_ROW_BYTES`].
+    too_long: bool,
+    /// The upload ended inside a quoted CSV field.
+    unterminated: bool,
+}
+
 /// Splits a byte stream into CSV records or JSON lines as bytes arrive (a newline inside a
-/// quoted CSV field does not end a record).
+/// quoted CSV field does not end a record). It never holds more than [`MAX_ROW_BYTES`] of one
+/// record: the rest of a longer one is only scanned for its end.
 #[derive(Default)]
 struct RecordSplitter {
-    buffer: Vec<u8>,
+    current: Vec<u8>,
+    newlines: i64,
+    too_long: bool,
     in_quotes: bool,
-    scanned: usize,
     csv: bool,
 }
 
 impl RecordSplitter {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<Vec<u8>>) {
-        self.buffer.extend_from_slice(chunk);
-        let mut start = 0;
-        let mut i = self.scanned;
-        while i < self.buffer.len() {
-            match self.buffer[i] {
-                b'"' if self.csv => self.in_quotes = !self.in_quotes,
-                b'\n' if !self.in_quotes => {
-                    out.push(self.buffer[start..i].to_vec());
-                    start = i + 1;
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<Record>) {
+        let mut rest = chunk;
+        loop {
+            let mut end = None;
+            for (i, byte) in rest.iter().enumerate() {
+                match byte {
+                    b'"' if self.csv => self.in_quotes = !self.in_quotes,
+                    b'\n' if !self.in_quotes => {
+                        end = Some(i);
+                        break;
+                    }
+                    b'\n' => self.newlines += 1,
+                    _ => {}
                 }
-                _ => {}
             }
-            i += 1;
+            match end {
+                Some(i) => {
+                    self.keep(&rest[..i]);
+                    out.push(self.take(false));
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.keep(rest);
+                    return;
+                }
+            }
         }
-        self.buffer.drain(..start);
-        self.scanned = self.buffer.len();
     }
 
-    fn finish(self) -> Option<Vec<u8>> {
-        (!self.buffer.is_empty()).then_some(self.buffer)
+    fn keep(&mut self, part: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        if self.current.len() + part.len() > MAX_ROW_BYTES {
+            self.too_long = true;
+            self.current
+                .extend_from_slice(&part[..part.len().min(KEPT_OF_LONG_ROW)]);
+            self.current.truncate(KEPT_OF_LONG_ROW);
+        } else {
+            self.current.extend_from_slice(part);
+        }
+    }
+
+    fn take(&mut self, unterminated: bool) -> Record {
+        Record {
+            bytes: std::mem::take(&mut self.current),
+            newlines: std::mem::take(&mut self.newlines),
+            too_long: std::mem::take(&mut self.too_long),
+            unterminated,
+        }
+    }
+
+    fn finish(mut self) -> Option<Record> {
+        let unterminated = self.csv && self.in_quotes;
+        (!self.current.is_empty() || self.too_long).then(|| self.take(unterminated))
     }
 }
 
@@ -103,20 +179,142 @@ fn row_error(line: i64, sku: Option<String>, field: Option<&str>, message: Strin
     })
 }
 
+/// A SKU longer than any excerpt is refused here: the product service would refuse it anyway,
+/// and it would echo it whole.
+fn overlong_sku(line: i64, sku: &str) -> Option<Parsed> {
+    (sku.trim().chars().count() > MAX_ECHO_CHARS).then(|| {
+        row_error(
+            line,
+            Some(excerpt(sku.trim())),
+            Some("sku"),
+            format!("is longer than {MAX_ECHO_CHARS} characters"),
+        )
+    })
+}
+
+/// The error of a row that is too long or ends inside a quoted field; what the splitter kept
+/// of it is enough to name its SKU in CSV.
+fn broken_record(line: i64, record: &Record, columns: Option<&CsvColumns>) -> Parsed {
+    let sku = columns.and_then(|columns| {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(record.bytes.as_slice());
+        let row = reader.records().next()?.ok()?;
+        non_empty(excerpt(columns.get(&row, "sku")?))
+    });
+    let message = match (record.too_long, record.unterminated) {
+        (true, true) => {
+            format!("row is longer than {MAX_ROW_BYTES} bytes (a quoted field is never closed)")
+        }
+        (true, false) => format!("row is longer than {MAX_ROW_BYTES} bytes"),
+        _ => "a quoted field is never closed".to_owned(),
+    };
+    row_error(line, sku, None, message)
+}
+
+/// An upper bound on the encoded size of a protobuf field: a tag, a length, the payload.
+fn field_bound(payload: usize) -> usize {
+    6 + payload
+}
+
+fn value_bound(value: &prost_types::Value) -> usize {
+    use prost_types::value::Kind;
+    match &value.kind {
+        None => 0,
+        Some(Kind::NullValue(_) | Kind::BoolValue(_) | Kind::NumberValue(_)) => 11,
+        Some(Kind::StringValue(text)) => field_bound(text.len()),
+        Some(Kind::ListValue(list)) => field_bound(
+            list.values
+                .iter()
+                .map(|v| field_bound(value_bound(v)))
+                .sum(),
+        ),
+        Some(Kind::StructValue(fields)) => field_bound(struct_bound(fields)),
+    }
+}
+
+fn struct_bound(value: &prost_types::Struct) -> usize {
+    value
+        .fields
+        .iter()
+        .map(|(key, value)| field_bound(field_bound(key.len()) + field_bound(value_bound(value))))
+        .sum()
+}
+
+/// An upper bound on the bytes a row adds to its batch message.
+fn row_bound(row: &pb::ImportProductRow) -> usize {
+    let product = row.product.as_ref().map_or(0, |product| {
+        let pb::ProductInput {
+            sku,
+            name,
+            description,
+            category_id,
+            price,
+            image_urls,
+            attributes,
+            active: _,
+        } = product;
+        [sku, name, description, category_id]
+            .iter()
+            .map(|text| field_bound(text.len()))
+            .sum::<usize>()
+            + field_bound(11 + field_bound(price.as_ref().map_or(0, |m| m.currency.len())))
+            + image_urls
+                .iter()
+                .map(|u| field_bound(u.len()))
+                .sum::<usize>()
+            + attributes
+                .as_ref()
+                .map_or(0, |a| field_bound(struct_bound(a)))
+            + 11
+    });
+    field_bound(22 + field_bound(product))
+}
+
 fn parse_json_line(line: i64, bytes: &[u8]) -> Parsed {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Parsed::Skip;
     }
+    // Deeper documents than any body may be would not even decode in the product service.
+    if let Some(field) = crate::extract::too_deep(bytes, crate::extract::MAX_JSON_DEPTH) {
+        return row_error(
+            line,
+            None,
+            Some(field.as_deref().unwrap_or("row")),
+            format!(
+                "must be nested at most {} levels deep",
+                crate::extract::MAX_JSON_DEPTH
+            ),
+        );
+    }
     match serde_json::from_slice::<NewProductBody>(bytes) {
         Ok(body) => {
             let (product, initial_stock, _) = body.input();
+            if let Some(error) = overlong_sku(line, &product.sku) {
+                return error;
+            }
             Parsed::Row(Box::new(pb::ImportProductRow {
                 row_number: line,
                 product: Some(product),
                 initial_stock,
             }))
         }
-        Err(err) => row_error(line, None, None, format!("invalid JSON line: {err}")),
+        // The parser's own text is not passed on: the report speaks the API's words.
+        Err(err) => {
+            let problem = match err.classify() {
+                serde_json::error::Category::Data => {
+                    "is not a product (a field is missing, unknown or of the wrong type)"
+                }
+                _ => "is not well-formed JSON",
+            };
+            row_error(
+                line,
+                None,
+                None,
+                format!("invalid JSON line: {problem} (column {})", err.column()),
+            )
+        }
     }
 }
 
@@ -129,10 +327,19 @@ fn parse_csv_record(line: i64, bytes: &[u8], columns: &CsvColumns) -> Parsed {
         .from_reader(bytes);
     let record = match reader.records().next() {
         Some(Ok(record)) => record,
-        Some(Err(err)) => return row_error(line, None, None, format!("invalid CSV: {err}")),
+        Some(Err(err)) => {
+            let message = match err.kind() {
+                csv::ErrorKind::Utf8 { .. } => "invalid CSV: the row is not valid UTF-8",
+                _ => "invalid CSV: the row cannot be read",
+            };
+            return row_error(line, None, None, message.into());
+        }
         None => return Parsed::Skip,
     };
     let sku = columns.get(&record, "sku").unwrap_or("").to_owned();
+    if let Some(error) = overlong_sku(line, &sku) {
+        return error;
+    }
     let amount = match columns
         .get(&record, "price_amount")
         .unwrap_or("")
@@ -256,14 +463,16 @@ where
         let mut batch: Vec<pb::ImportProductRow> = Vec::new();
         let mut batch_errors: Vec<ImportError> = Vec::new();
         let mut batch_index: i32 = 0;
+        let mut batch_bytes: usize = 0;
         let mut done = false;
         while !done {
             let mut records = Vec::new();
             match body.next().await {
                 Some(Ok(chunk)) => splitter.push(&chunk, &mut records),
                 Some(Err(err)) => {
+                    tracing::warn!(error = %err, "import upload broke off");
                     if let Ok(mut p) = shared.lock() {
-                        p.errors.push(ImportError { batch: batch_index, line: line + 1, sku: None, field: None, message: format!("the upload broke off: {err}") });
+                        p.errors.push(ImportError { batch: batch_index, line: line + 1, sku: None, field: None, message: "the upload broke off".to_owned() });
                         p.rejected += 1;
                     }
                     return;
@@ -278,15 +487,25 @@ where
             for record in records {
                 // The physical line the record starts on (a quoted CSV field may span lines).
                 let starts_on = next_line;
-                next_line += 1 + record.iter().filter(|b| **b == b'\n').count() as i64;
+                next_line += 1 + record.newlines;
                 line = starts_on;
-                let record = record.strip_suffix(b"\r").map(<[u8]>::to_vec).unwrap_or(record);
-                let parsed = if !csv {
-                    parse_json_line(line, &record)
-                } else if let Some(columns) = &columns {
-                    parse_csv_record(line, &record, columns)
+                let header = csv && columns.is_none();
+                let parsed = if (record.too_long || record.unterminated) && !header {
+                    broken_record(line, &record, columns.as_ref())
+                } else if record.too_long {
+                    if let Ok(mut p) = shared.lock() {
+                        p.errors.push(ImportError { batch: 0, line, sku: None, field: None, message: format!("the CSV header row is longer than {MAX_ROW_BYTES} bytes") });
+                        p.rejected += 1;
+                    }
+                    return;
                 } else {
-                    match csv_header(&record) {
+                    let bytes = record.bytes.strip_suffix(b"\r").unwrap_or(&record.bytes);
+                    if !csv {
+                        parse_json_line(line, bytes)
+                    } else if let Some(columns) = &columns {
+                        parse_csv_record(line, bytes, columns)
+                    } else {
+                        match csv_header(bytes) {
                         Ok(header) => columns = Some(header),
                         Err(message) => {
                             if let Ok(mut p) = shared.lock() {
@@ -297,9 +516,25 @@ where
                         }
                     }
                     Parsed::Skip
+                    }
                 };
                 match parsed {
-                    Parsed::Row(row) => batch.push(*row),
+                    Parsed::Row(row) => {
+                        // A batch of large rows is closed early, so that no batch message is
+                        // larger than the product service accepts.
+                        let bytes = row_bound(&row);
+                        if batch_bytes + bytes > MAX_BATCH_BYTES
+                            && (!batch.is_empty() || !batch_errors.is_empty())
+                        {
+                            if let Some(rows) = close_batch(&shared, &mut batch, &mut batch_errors, batch_index) {
+                                yield rows;
+                            }
+                            batch_index += 1;
+                            batch_bytes = 0;
+                        }
+                        batch_bytes += bytes;
+                        batch.push(*row);
+                    }
                     Parsed::Error(mut error) => {
                         error.batch = batch_index;
                         batch_errors.push(error);
@@ -311,6 +546,7 @@ where
                         yield rows;
                     }
                     batch_index += 1;
+                    batch_bytes = 0;
                 }
             }
         }
@@ -395,5 +631,42 @@ mod tests {
         assert_eq!(batches[0][1].initial_stock, 5);
         assert_eq!(batches[0][1].row_number, 3);
         assert!(parse.lock().unwrap().errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_overlong_record_is_its_rows_error_and_later_lines_keep_their_numbers() {
+        let long = format!(
+            "L-1,\"{}\n{}\",100,USD\n",
+            "x".repeat(MAX_ROW_BYTES),
+            "y".repeat(10)
+        );
+        let parts: Vec<Result<Bytes, std::convert::Infallible>> = [
+            "sku,name,price_amount,currency\nA-1,Alpha,100,USD\n".to_owned(),
+            long[..1000].to_owned(),
+            long[1000..].to_owned(),
+            "B-2,Beta,200,USD\n".to_owned(),
+        ]
+        .into_iter()
+        .map(|p| Ok(Bytes::from(p)))
+        .collect();
+        let (rows, parse) = import_rows(futures::stream::iter(parts), true, 2);
+        let batches: Vec<_> = rows.collect().await;
+        let parse = parse.lock().unwrap();
+        // Batch 0 = A-1 + the long row (rejected); batch 1 = B-2, on line 5.
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0][0].row_number, 5);
+        assert_eq!(parse.sent, vec![1]);
+        assert_eq!(parse.errors.len(), 1);
+        assert_eq!(parse.errors[0].line, 3);
+        assert_eq!(parse.errors[0].sku.as_deref(), Some("L-1"));
+        assert_eq!(parse.errors[0].message, "row is longer than 65536 bytes");
+    }
+
+    #[test]
+    fn excerpts_cut_on_character_boundaries() {
+        assert_eq!(excerpt("short"), "short");
+        let cut = excerpt(&"é".repeat(MAX_ECHO_CHARS + 5));
+        assert_eq!(cut.chars().count(), MAX_ECHO_CHARS + 1);
+        assert!(cut.ends_with('…'));
     }
 }

@@ -16,10 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
@@ -28,6 +32,7 @@ use shopmesh_platform::identity::ServiceSigner;
 use shopmesh_platform::jwks::JwksCache;
 use shopmesh_platform::mesh::peer_channel;
 use shopmesh_platform::problem::Problem;
+use shopmesh_platform::revocation::{RedisRevocations, RevocationCheck};
 use shopmesh_platform::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -135,6 +140,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -174,6 +180,10 @@ impl Application {
             channels: Arc::new(channels),
             upstreams: Arc::new(upstreams),
             jwks,
+            sessions: Arc::new(RevocationCheck::new(Arc::new(RedisRevocations::new(
+                gateway.redis_url.expose(),
+                &gateway.redis_key_prefix,
+            )?))),
             policy: Arc::new(gateway.policy.clone()),
             limiters: Arc::new(Limiters::new(
                 gateway.policy.rate_limit_ip,
@@ -185,6 +195,7 @@ impl Application {
             listener,
             state,
             grace: settings.shutdown_grace,
+            header_read_timeout: gateway.header_read_timeout,
         })
     }
 
@@ -213,20 +224,54 @@ impl Application {
             }
         });
         let app = router(self.state);
-        let serve = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().wait());
-        let serve = async move { serve.await };
-        tokio::pin!(serve);
-        let grace = self.grace;
+        // hyper's own connection builder rather than axum::serve, for the header read timeout.
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        let graceful = GracefulShutdown::new();
+        let stop = shutdown.clone().wait();
+        tokio::pin!(stop);
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = tower::ServiceBuilder::new()
+                .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(remote));
+                    request
+                })
+                .service(app.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let connection = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                );
+                if let Err(err) = watcher.watch(connection).await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            });
+        }
+        // Stop accepting, let in-flight requests finish, at most for the grace period.
+        drop(self.listener);
         tokio::select! {
-            result = &mut serve => result?,
-            () = async {
-                shutdown.wait().await;
-                tokio::time::sleep(grace).await;
-            } => tracing::warn!("HTTP drain did not finish within the grace period"),
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(self.grace) => {
+                tracing::warn!("HTTP drain did not finish within the grace period");
+            }
         }
         prune.abort();
         Ok(())

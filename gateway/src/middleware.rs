@@ -17,6 +17,7 @@ use governor::{Quota, RateLimiter};
 use shopmesh_platform::auth::{AuthError, bearer_token};
 use shopmesh_platform::grpc::{Deadline, REQUEST_ID};
 use shopmesh_platform::problem::Problem;
+use shopmesh_platform::revocation::Verdict;
 use tracing::Instrument;
 
 use crate::extract::{Authentication, RequestId};
@@ -167,8 +168,9 @@ fn client_ip(req: &Request, trusted: &[Cidr]) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// Applies the per-IP limit, verifies a bearer token if one is sent (recording the outcome for
-/// the extractors), then applies the per-user limit to verified callers.
+/// Applies the per-IP limit, verifies a bearer token if one is sent, applies the per-user limit
+/// to verified callers and checks that their session is still active, recording the outcome for
+/// the extractors.
 pub async fn authenticate_and_limit(
     State(state): State<AppState>,
     mut req: Request,
@@ -184,28 +186,46 @@ pub async fn authenticate_and_limit(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.to_str().ok().and_then(bearer_token).map(str::to_owned));
-    let authentication = match header {
+    // `Ok`: a valid signature and claims, its session not checked yet; `Err`: the outcome.
+    let verified = match header {
         None => None,
-        Some(None) => Some(Authentication::Refused),
-        Some(Some(token)) => Some(match state.jwks.verifier().verify(&token) {
-            Ok(identity) => Authentication::Verified { identity, token },
-            Err(AuthError::KeysUnavailable) => Authentication::KeysUnavailable,
+        Some(None) => Some(Err(Authentication::Refused)),
+        Some(Some(token)) => Some(match state.jwks.verifier().verify_session(&token) {
+            Ok((identity, session)) => Ok((identity, session, token)),
+            Err(AuthError::KeysUnavailable) => Err(Authentication::KeysUnavailable),
             Err(AuthError::UnknownKey) => {
                 // Perhaps the user service rotated its key: look again (rate-limited).
                 state.jwks.request_refresh();
-                Authentication::Refused
+                Err(Authentication::Refused)
             }
             Err(err) => {
                 tracing::debug!(error = %err, "access token refused");
-                Authentication::Refused
+                Err(Authentication::Refused)
             }
         }),
     };
-    if let Some(Authentication::Verified { identity, .. }) = &authentication
+    if let Some(Ok((identity, ..))) = &verified
         && let Err(not_until) = state.limiters.per_user.check_key(&identity.user_id)
     {
         return too_many(not_until.wait_time_from(now));
     }
+    // A valid signature is not enough: the session may have ended (logout) or the account's
+    // access changed since the token was signed. Checked after the per-user limit, so one
+    // client's flood of requests cannot become a flood on the store.
+    let authentication = match verified {
+        None => None,
+        Some(Err(outcome)) => Some(outcome),
+        Some(Ok((identity, session, token))) => {
+            Some(match state.sessions.check(&identity, &session).await {
+                Ok(Verdict::Active) => Authentication::Verified { identity, token },
+                Ok(Verdict::SessionEnded | Verdict::Stale) => Authentication::SessionEnded,
+                Err(err) => {
+                    tracing::error!(error = %err, "could not check the session of an access token");
+                    Authentication::SessionCheckUnavailable
+                }
+            })
+        }
+    };
     if let Some(authentication) = authentication {
         req.extensions_mut().insert(authentication);
     }

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use shopmesh_platform::settings::{Env, SettingsError};
+use shopmesh_platform::settings::{Env, Secret, SettingsError};
 
 /// A sustained rate with a burst allowance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +81,13 @@ impl Cidr {
 #[derive(Clone, Debug)]
 pub struct GatewaySettings {
     pub addr: SocketAddr,
+    /// How long a client may take to send a request's headers before the connection is closed
+    /// (slow-header clients would otherwise hold connections open).
+    pub header_read_timeout: Duration,
+    /// Where the user service records ended sessions and token versions (the same Redis and
+    /// key prefix as the user service, which reads the same two keys).
+    pub redis_url: Secret,
+    pub redis_key_prefix: String,
     pub policy: GatewayPolicy,
 }
 
@@ -107,6 +114,9 @@ impl GatewaySettings {
                 "GATEWAY_ADDR",
                 &format!("{}:8081", env.string("BIND_HOST", "127.0.0.1")),
             )?,
+            header_read_timeout: env.millis("HEADER_READ_TIMEOUT_MS", "10000")?,
+            redis_url: env.store_url("REDIS_URL", "redis://127.0.0.1:6379")?,
+            redis_key_prefix: env.string("REDIS_KEY_PREFIX", "shopmesh:"),
             policy: GatewayPolicy {
                 cors_allowed_origins,
                 body_limit_bytes,

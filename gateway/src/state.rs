@@ -1,5 +1,5 @@
 //! Shared state of the gateway: one resilient gRPC channel per upstream service, the JWKS
-//! cache, edge policy and rate limiters.
+//! cache, the session revocation check, edge policy and rate limiters.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::Produ
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::client::MeshChannel;
 use shopmesh_platform::jwks::JwksCache;
+use shopmesh_platform::revocation::RevocationCheck;
 
 use crate::middleware::Limiters;
 use crate::settings::GatewayPolicy;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub product: ProductServiceClient<MeshChannel>,
     pub inventory: InventoryServiceClient<MeshChannel>,
     pub jwks: Arc<JwksCache>,
+    /// Whether a verified token's session is still active (logout, access changes).
+    pub sessions: Arc<RevocationCheck>,
     pub policy: Arc<GatewayPolicy>,
     pub limiters: Arc<Limiters>,
 }

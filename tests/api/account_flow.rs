@@ -190,3 +190,80 @@ async fn addresses_keep_exactly_one_default() {
         .await;
     foreign.assert_problem(404);
 }
+
+async fn login_as(app: &crate::helpers::TestApp, email: &str, password: &str) -> u16 {
+    app.post(
+        "/api/auth/login",
+        json!({"email": email, "password": password}),
+        None,
+    )
+    .await
+    .status
+}
+
+fn retry_after(reply: &crate::helpers::Reply) -> u64 {
+    reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("429 without Retry-After: {:?}", reply.headers))
+}
+
+#[tokio::test]
+async fn failed_logins_back_off_per_account_and_per_client_ip() {
+    let app = spawn_app().await;
+    for (email, name) in [
+        ("guessed@example.com", "Guessed"),
+        ("bystander@example.com", "Bystander"),
+    ] {
+        assert_eq!(app.register(email, name).await.status, 201);
+    }
+    for _ in 0..6 {
+        let status = login_as(&app, "guessed@example.com", "wrong password 1").await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let refused = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "guessed@example.com", "password": PASSWORD}),
+            None,
+        )
+        .await;
+    refused.assert_problem(429);
+    let wait = retry_after(&refused);
+    assert!((1..=900).contains(&wait), "{wait}");
+
+    // The client IP is not yet at its own limit: another account still logs in.
+    assert_eq!(login_as(&app, "bystander@example.com", PASSWORD).await, 200);
+
+    // After the wait the right password works, and resets the account.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    assert_eq!(login_as(&app, "guessed@example.com", PASSWORD).await, 200);
+    assert_eq!(
+        login_as(&app, "guessed@example.com", "wrong again").await,
+        401
+    );
+
+    // Guesses spread over many accounts from one client reach the per-IP limit, which then
+    // holds back every account from that client.
+    let mut refused_at = None;
+    for i in 0..40 {
+        let status = login_as(&app, &format!("nobody-{i}@example.com"), "wrong").await;
+        if status == 429 {
+            refused_at = Some(i);
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    assert!(refused_at.is_some_and(|i| i >= 10), "{refused_at:?}");
+    let held = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "bystander@example.com", "password": PASSWORD}),
+            None,
+        )
+        .await;
+    held.assert_problem(429);
+    assert!(retry_after(&held) >= 1);
+}

@@ -399,3 +399,184 @@ async fn inventory_levels_history_and_adjustments() {
         .await
         .assert_problem(404);
 }
+
+async fn import_csv(app: &crate::helpers::TestApp, admin: &str, csv: String) -> Reply {
+    Reply::from(
+        app.http
+            .post(app.url("/api/admin/products/import"))
+            .bearer_auth(admin)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_oversized_import_row_is_that_rows_error_and_other_batches_commit() {
+    let app = spawn_app().await;
+    let admin = app.admin("big-row-admin@example.com").await;
+    let mut csv = String::from("sku,name,description,price_amount,currency\n");
+    for i in 0..450 {
+        // Row 300 (line 302, in the second batch) carries a 5 MB description.
+        let description = if i == 300 {
+            "x".repeat(5 * 1024 * 1024)
+        } else {
+            format!("item {i}")
+        };
+        csv.push_str(&format!(
+            "BIG-{i:03},Item {i},{description},{},USD\n",
+            100 + i
+        ));
+    }
+    let reply = import_csv(&app, &admin, csv).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        &reply.text[..reply.text.len().min(500)]
+    );
+    assert!(reply.text.len() < 4096, "{}", &reply.text[..500]);
+    assert_eq!(reply.body["batches_committed"], 2, "{}", reply.text);
+    assert_eq!(reply.body["batches_rejected"], 1, "{}", reply.text);
+    assert_eq!(reply.body["products_created"], 250, "{}", reply.text);
+    assert_eq!(reply.body["incomplete"], false);
+    let errors = reply.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{}", reply.text);
+    assert_eq!(errors[0]["batch"], 1);
+    assert_eq!(errors[0]["line"], 302);
+    assert_eq!(errors[0]["sku"], "BIG-300");
+    assert_eq!(errors[0]["message"], "row is longer than 65536 bytes");
+
+    for (sku, status) in [
+        ("BIG-000", 200),
+        ("BIG-199", 200),
+        ("BIG-200", 404),
+        ("BIG-300", 404),
+        ("BIG-399", 404),
+        ("BIG-400", 200),
+        ("BIG-449", 200),
+    ] {
+        assert_eq!(
+            app.get(&format!("/api/products/sku/{sku}"), None)
+                .await
+                .status,
+            status,
+            "{sku}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unterminated_quoted_import_record_is_not_echoed_whole() {
+    let app = spawn_app().await;
+    let admin = app.admin("quote-admin@example.com").await;
+    let mut csv = String::from("sku,name,description,price_amount,currency\n");
+    for i in 0..5 {
+        csv.push_str(&format!("QT-{i},Item {i},desc,100,USD\n"));
+    }
+    // An opening quote that is never closed swallows the rest of the upload (3 MB).
+    csv.push('"');
+    csv.push_str(&"Q".repeat(3 * 1024 * 1024));
+    let reply = import_csv(&app, &admin, csv).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        &reply.text[..reply.text.len().min(500)]
+    );
+    assert!(reply.text.len() < 2048, "{}", &reply.text[..500]);
+    assert_eq!(reply.body["batches_committed"], 0, "{}", reply.text);
+    assert_eq!(reply.body["batches_rejected"], 1, "{}", reply.text);
+    let errors = reply.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{}", reply.text);
+    assert_eq!(errors[0]["line"], 7);
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("row is longer than 65536 bytes"),
+        "{message}"
+    );
+    let sku = errors[0]["sku"].as_str().unwrap();
+    assert!(
+        sku.starts_with("QQQ") && sku.chars().count() <= 201,
+        "{sku}"
+    );
+}
+
+#[tokio::test]
+async fn import_batches_of_large_rows_stay_under_the_grpc_message_limit() {
+    let app = spawn_app().await;
+    let admin = app.admin("wide-row-admin@example.com").await;
+    let mut csv = String::from("sku,name,description,price_amount,currency\n");
+    for i in 0..200 {
+        csv.push_str(&format!("OK-{i:03},Item {i},fine,100,USD\n"));
+    }
+    // 100 rows of 60 KB, each under the row limit but too long a description for the catalog:
+    // together far over 4 MiB, so they must travel in several smaller batches.
+    let wide = "w".repeat(60 * 1024);
+    for i in 0..100 {
+        csv.push_str(&format!("WIDE-{i:03},Wide {i},{wide},100,USD\n"));
+    }
+    let reply = import_csv(&app, &admin, csv).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        &reply.text[..reply.text.len().min(500)]
+    );
+    assert_eq!(reply.body["batches_committed"], 1, "{}", &reply.text[..500]);
+    assert_eq!(reply.body["products_created"], 200);
+    assert!(reply.body["batches_rejected"].as_i64().unwrap() >= 2);
+    let errors = reply.body["errors"].as_array().unwrap();
+    assert!(errors.len() >= 100, "{}", errors.len());
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["field"] == "description" && e["batch"].as_i64().unwrap() >= 1)
+    );
+    assert!(!reply.text.contains(&wide[..300]));
+}
+
+#[tokio::test]
+async fn an_import_row_nested_too_deep_is_that_rows_error_not_a_broken_import() {
+    let app = spawn_app().await;
+    let admin = app.admin("deep-import@example.com").await;
+    let mut deep = json!("leaf");
+    for _ in 0..40 {
+        deep = json!({ "k": deep });
+    }
+    let ndjson = [
+        json!({"sku": "DEEP-OK", "name": "Fine", "price": {"amount": 100, "currency": "USD"}}),
+        json!({"sku": "DEEP-BAD", "name": "Deep", "price": {"amount": 100, "currency": "USD"},
+               "attributes": deep}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let reply = Reply::from(
+        app.http
+            .post(app.url("/api/admin/products/import"))
+            .bearer_auth(&admin)
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["incomplete"], false, "{}", reply.text);
+    assert_eq!(reply.body["batches_rejected"], 1, "{}", reply.text);
+    assert_eq!(reply.body["errors"][0]["line"], 2, "{}", reply.text);
+    assert_eq!(
+        reply.body["errors"][0]["field"], "attributes",
+        "{}",
+        reply.text
+    );
+    app.get("/api/products/sku/DEEP-OK", None)
+        .await
+        .assert_problem(404);
+}

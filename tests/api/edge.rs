@@ -243,3 +243,37 @@ async fn the_trusted_edge_names_the_client_and_clients_cannot_override_it() {
     }
     assert!(limited >= 10, "{limited} of 20 limited");
 }
+
+#[tokio::test]
+async fn the_edge_replaces_request_ids_that_are_not_short_tokens() {
+    let app = spawn_app().await;
+    let well_formed = |id: &str| {
+        (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    let long = "a".repeat(500);
+    for sent in ["<script>alert(1)</script>", long.as_str(), "with space"] {
+        let reply = app
+            .http
+            .get(app.url("/healthz"))
+            .header("x-request-id", sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        let echoed = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_ne!(echoed, sent);
+        assert!(well_formed(&echoed), "{echoed}");
+    }
+    let good = "client-trace:1.2_3";
+    let reply = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.headers()["x-request-id"], good);
+}

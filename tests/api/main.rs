@@ -12,5 +12,6 @@ mod edge;
 mod grpc;
 mod mesh;
 mod process;
+mod sessions;
 mod tokens;
 mod validation;

@@ -400,3 +400,39 @@ async fn an_import_that_outlasts_its_budget_says_exactly_what_was_committed() {
     let next = format!("/api/products/sku/CUT-{:04}", committed * 200);
     app.get(&next, None).await.assert_problem(404);
 }
+
+#[tokio::test]
+async fn the_gateway_closes_connections_that_never_finish_their_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Options {
+        env: vec![("HEADER_READ_TIMEOUT_MS", "500".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let addr = app.gateway.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: shopmesh\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // The gateway gives up on the headers and closes the connection.
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed within the header timeout")
+        .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A client that sends its headers in time is served as usual.
+    let mut prompt = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    prompt
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: shopmesh\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    prompt.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}

@@ -74,7 +74,8 @@ pub async fn get_user(
     Ok(axum::Json(user.into()))
 }
 
-/// Change an account's role and/or tier. Takes effect in new access tokens (at the next refresh).
+/// Change an account's role and/or tier. Its current access tokens stop working on the next request
+/// (401: the session version changed); it logs in or refreshes to get the new role.
 #[utoipa::path(
     patch, path = "/api/admin/users/{id}", tag = "admin",
     security(("bearer" = [])),

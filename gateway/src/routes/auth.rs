@@ -1,15 +1,20 @@
 //! `/api/auth/*`: registration, login, refresh and logout.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use shopmesh_contracts::user as pb;
 use shopmesh_platform::problem::Problem;
+use tonic::metadata::MetadataValue;
 
 use crate::dto::ProblemDoc;
 use crate::dto::user::{LoginBody, RefreshTokenBody, RegisterBody, TokenResponse, UserResponse};
 use crate::extract::{Anonymous, ApiJson};
 use crate::routes::{PROBLEM, upstream};
+use crate::settings::Cidr;
 use crate::state::AppState;
 
 fn tokens(pair: Option<pb::TokenPair>) -> Result<axum::Json<TokenResponse>, Problem> {
@@ -51,6 +56,23 @@ pub async fn register(
     Ok((StatusCode::CREATED, axum::Json(UserResponse::from(user))))
 }
 
+/// Metadata naming the client address for the user service's login throttle.
+const CLIENT_IP: &str = "x-client-ip";
+
+/// The client's address as the per-IP rate limit sees it: the TCP peer, or the `X-Real-IP` a
+/// trusted proxy (the nginx edge) sets. X-Forwarded-For is never read.
+fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.iter().any(|net| net.contains(peer)) {
+        return Some(peer);
+    }
+    let real = headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    Some(real.unwrap_or(peer))
+}
+
 /// Exchange email and password for an access token and a refresh token.
 #[utoipa::path(
     post, path = "/api/auth/login", tag = "auth",
@@ -64,17 +86,22 @@ pub async fn register(
 pub async fn login(
     State(state): State<AppState>,
     Anonymous(ctx): Anonymous,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<axum::Json<TokenResponse>, Problem> {
-    let response = state
-        .user
-        .clone()
-        .login(ctx.request(pb::LoginRequest {
-            email: body.email,
-            password: body.password,
-        }))
-        .await
-        .map_err(upstream)?;
+    let mut request = ctx.request(pb::LoginRequest {
+        email: body.email,
+        password: body.password,
+    });
+    // The user service throttles failed logins per client as well as per account.
+    let peer = connect_info.map(|Extension(ConnectInfo(addr))| addr.ip().to_canonical());
+    if let Some(ip) = client_ip(peer, &headers, &state.policy.trusted_proxies)
+        .and_then(|ip| MetadataValue::try_from(ip.to_string()).ok())
+    {
+        request.metadata_mut().insert(CLIENT_IP, ip);
+    }
+    let response = state.user.clone().login(request).await.map_err(upstream)?;
     tokens(response.into_inner().tokens)
 }
 

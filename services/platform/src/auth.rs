@@ -39,7 +39,22 @@ impl Identity {
     }
 }
 
-/// JWT claims of an access token.
+/// The login session an access token belongs to, for revocation (see [`crate::revocation`]).
+/// Kept out of [`Identity`], which says who the caller is and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The refresh-token family the token was issued under (`sid`).
+    pub id: String,
+    /// The account's token version when the token was signed (`ver`).
+    pub version: u64,
+}
+
+/// Clock skew between hosts tolerated on `exp`, in seconds. An ended session must be remembered
+/// this much longer than the access-token lifetime.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// JWT claims of an access token. `sid` and `ver` are required: a token without them cannot be
+/// revoked, so it is not accepted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -50,6 +65,10 @@ pub struct Claims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// The session (refresh-token family) the token was issued under.
+    pub sid: String,
+    /// The account's token version when the token was signed.
+    pub ver: u64,
 }
 
 /// A public key in JWK form (RFC 8037, OKP / Ed25519).
@@ -110,7 +129,7 @@ impl TokenVerifier {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         // A few seconds of clock skew between hosts, no more: an expired token must stop working.
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         Self {
             keys: Arc::new(RwLock::new(HashMap::new())),
             validation: Arc::new(validation),
@@ -156,6 +175,12 @@ impl TokenVerifier {
 
     /// The identity in a valid token.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_session(token).map(|(identity, _)| identity)
+    }
+
+    /// The identity and login session in a valid token. Whether the session is still active is
+    /// for [`crate::revocation::RevocationCheck`] to say.
+    pub fn verify_session(&self, token: &str) -> Result<(Identity, Session), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::WrongAlgorithm);
@@ -168,11 +193,20 @@ impl TokenVerifier {
         let key = keys.get(&kid).ok_or(AuthError::UnknownKey)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(AuthError::Invalid)?;
-        Ok(Identity {
-            user_id: data.claims.sub,
-            role: data.claims.role,
-            tier: data.claims.tier,
-        })
+        if data.claims.sid.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        Ok((
+            Identity {
+                user_id: data.claims.sub,
+                role: data.claims.role,
+                tier: data.claims.tier,
+            },
+            Session {
+                id: data.claims.sid,
+                version: data.claims.ver,
+            },
+        ))
     }
 }
 

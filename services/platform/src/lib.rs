@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod page;
 pub mod problem;
+pub mod revocation;
 pub mod settings;
 pub mod shutdown;
 pub mod status;

@@ -121,7 +121,12 @@ impl Problem {
         } else {
             http
         };
-        Self::new(http, status.message()).with_errors(errors)
+        let problem = Self::new(http, status.message()).with_errors(errors);
+        // A throttled call (RESOURCE_EXHAUSTED) says when to try again in its metadata.
+        match crate::client::retry_after_secs(status) {
+            Some(secs) if http == StatusCode::TOO_MANY_REQUESTS => problem.with_retry_after(secs),
+            _ => problem,
+        }
     }
 }
 

@@ -12,12 +12,22 @@ pub fn invalid_input(errors: &[FieldError]) -> Status {
     invalid_fields("invalid input", errors)
 }
 
-/// INTERNAL "internal error". The cause (a database or other unexpected failure) is logged as
-/// "`<service>` internal error" with its full chain, and stays out of the status, so connection
-/// strings and driver messages never reach a caller.
+/// INTERNAL "internal error". The cause (a database or other unexpected failure) is logged once
+/// as "`<service>` internal error" with its chain of causes on one line, and stays out of the
+/// status, so connection strings and driver messages never reach a caller.
+///
+/// The chain is logged with `Display` (`{:#}`), never `Debug`: an `anyhow::Error`'s `Debug`
+/// prints the backtrace it captured (whenever `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` is set),
+/// tens of kilobytes per failed request.
 pub fn internal(service: &str, error: &anyhow::Error) -> Status {
-    tracing::error!(error = ?error, "{service} internal error");
+    tracing::error!(error = %error_chain(error), "{service} internal error");
     Status::internal("internal error")
+}
+
+/// An error and its causes as one line, outermost first ("loading the product: connection
+/// refused"), without a backtrace.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    format!("{error:#}")
 }
 
 #[cfg(test)]
@@ -36,6 +46,17 @@ mod tests {
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
         assert!(status.details().is_empty());
+    }
+
+    #[test]
+    fn internal_errors_are_logged_as_their_chain_without_a_backtrace() {
+        let cause = anyhow::Error::new(std::io::Error::other("connection refused"))
+            .context("loading the product");
+        assert_eq!(
+            error_chain(&cause),
+            "loading the product: connection refused"
+        );
+        assert!(!error_chain(&cause).contains('\n'));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use shopmesh_platform::time::timestamp;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::{
-    Actor, Category, MovementReason, Product, ProductDraft, ProductSort, Reservation,
-    ReservationStatus, StockLevel, StockMovement, field_error,
+    Actor, Category, MAX_ATTRIBUTES_DEPTH, MovementReason, Product, ProductDraft, ProductSort,
+    Reservation, ReservationStatus, StockLevel, StockMovement, field_error,
 };
 use crate::error::Error;
 use crate::events::reason_pb;
@@ -59,7 +59,16 @@ fn is_admin<T>(request: &Request<T>) -> bool {
         .is_some_and(Identity::is_admin)
 }
 
-fn json_value(value: prost_types::Value) -> Result<Value, FieldError> {
+/// Converts a protobuf value nested at `depth` (the attributes document is level 1) to JSON,
+/// refusing to go deeper than the product service accepts: a document that is too deep is not
+/// converted past the first level too many (its content is checked in full by the domain).
+fn json_value(value: prost_types::Value, depth: usize) -> Result<Value, FieldError> {
+    let too_deep = || {
+        field_error(
+            "attributes",
+            format!("must be nested at most {MAX_ATTRIBUTES_DEPTH} levels deep"),
+        )
+    };
     Ok(match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::NumberValue(n)) => Value::Number(
@@ -68,22 +77,31 @@ fn json_value(value: prost_types::Value) -> Result<Value, FieldError> {
         ),
         Some(Kind::StringValue(s)) => Value::String(s),
         Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::StructValue(s)) => Value::Object(json_object(s)?),
+        Some(Kind::StructValue(_) | Kind::ListValue(_)) if depth >= MAX_ATTRIBUTES_DEPTH => {
+            return Err(too_deep());
+        }
+        Some(Kind::StructValue(s)) => Value::Object(json_object(s, depth + 1)?),
         Some(Kind::ListValue(list)) => Value::Array(
             list.values
                 .into_iter()
-                .map(json_value)
+                .map(|v| json_value(v, depth + 1))
                 .collect::<Result<_, _>>()?,
         ),
     })
 }
 
-fn json_object(value: prost_types::Struct) -> Result<Map<String, Value>, FieldError> {
+/// Converts a protobuf struct at `depth` (see [`json_value`]).
+fn json_object(value: prost_types::Struct, depth: usize) -> Result<Map<String, Value>, FieldError> {
     value
         .fields
         .into_iter()
-        .map(|(k, v)| json_value(v).map(|v| (k, v)))
+        .map(|(k, v)| json_value(v, depth).map(|v| (k, v)))
         .collect()
+}
+
+/// The attributes document of a product input.
+fn attributes(value: prost_types::Struct) -> Result<Map<String, Value>, FieldError> {
+    json_object(value, 1)
 }
 
 fn pb_value(value: &Value) -> prost_types::Value {
@@ -212,7 +230,7 @@ fn draft(input: Option<pb::ProductInput>) -> Result<ProductDraft, Error> {
         image_urls: input.image_urls,
         attributes: input
             .attributes
-            .map(json_object)
+            .map(attributes)
             .transpose()?
             .unwrap_or_default(),
         active: input.active,
@@ -441,13 +459,17 @@ impl ProductApi for ProductGrpc {
             let outcome = self.catalog.import_batch(&rows, &actor).await?;
             match outcome {
                 BatchOutcome::Committed(counts) => {
-                    response.batches_committed += 1;
-                    response.products_created += i32::try_from(counts.created).unwrap_or(i32::MAX);
-                    response.products_updated +=
-                        i32::try_from(counts.updated + counts.unchanged).unwrap_or(i32::MAX);
+                    response.batches_committed = response.batches_committed.saturating_add(1);
+                    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+                    response.products_created = response
+                        .products_created
+                        .saturating_add(count(counts.created));
+                    response.products_updated = response
+                        .products_updated
+                        .saturating_add(count(counts.updated.saturating_add(counts.unchanged)));
                 }
                 BatchOutcome::Rejected(errors) => {
-                    response.batches_rejected += 1;
+                    response.batches_rejected = response.batches_rejected.saturating_add(1);
                     response
                         .errors
                         .extend(errors.into_iter().map(|e| pb::ImportRowError {
@@ -654,7 +676,7 @@ mod tests {
         let Value::Object(map) = json else {
             unreachable!()
         };
-        assert_eq!(json_object(pb_struct(&map)).unwrap(), map);
+        assert_eq!(attributes(pb_struct(&map)).unwrap(), map);
     }
 
     #[test]
@@ -662,7 +684,28 @@ mod tests {
         let value = prost_types::Value {
             kind: Some(Kind::NumberValue(f64::NAN)),
         };
-        assert!(json_value(value).is_err());
+        assert!(json_value(value, 1).is_err());
+    }
+
+    fn nested(levels: usize) -> Map<String, Value> {
+        let mut value = Value::String("leaf".into());
+        for _ in 1..levels {
+            let mut map = Map::new();
+            map.insert("n".into(), value);
+            value = Value::Object(map);
+        }
+        let mut map = Map::new();
+        map.insert("n".into(), value);
+        map
+    }
+
+    #[test]
+    fn attributes_deeper_than_the_cap_are_not_converted() {
+        let ok = nested(MAX_ATTRIBUTES_DEPTH);
+        assert_eq!(attributes(pb_struct(&ok)).unwrap(), ok);
+        let error = attributes(pb_struct(&nested(MAX_ATTRIBUTES_DEPTH + 1))).unwrap_err();
+        assert_eq!(error.field, "attributes");
+        assert!(error.message.contains("levels deep"), "{}", error.message);
     }
 
     #[test]

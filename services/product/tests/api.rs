@@ -1678,3 +1678,109 @@ async fn crossing_multi_line_orders_never_deadlock() {
     );
     app.teardown().await;
 }
+
+fn struct_of(value: serde_json::Value) -> prost_types::Struct {
+    fn to_pb(value: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.into_iter().map(to_pb).collect(),
+            }),
+            serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
+                fields: map.into_iter().map(|(k, v)| (k, to_pb(v))).collect(),
+            }),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    match to_pb(value).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => s,
+        _ => unreachable!("an object"),
+    }
+}
+
+#[tokio::test]
+async fn strings_that_would_break_the_store_are_refused() {
+    let app = spawn_app().await;
+    let mut products = app.products();
+    let create = |input: pb::ProductInput| pb::CreateProductRequest {
+        product: Some(input),
+        initial_stock: 0,
+        low_stock_threshold: 0,
+    };
+
+    // Search text with NUL or other control characters: INVALID_ARGUMENT without fields (400).
+    for q in ["a\0b", "a\u{1b}b", "a\nb"] {
+        let status = app
+            .search(pb::SearchProductsRequest {
+                q: q.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{q:?}");
+        assert!(status.message().contains("control"), "{}", status.message());
+    }
+    let status = products
+        .get_product_by_sku(pb::GetProductBySkuRequest { sku: "A\0B".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), ["sku"]);
+
+    // Attributes: depth, control characters and size, all 422 naming `attributes`.
+    let mut deep = serde_json::json!("leaf");
+    for _ in 0..20 {
+        deep = serde_json::json!({ "n": deep });
+    }
+    for attributes in [
+        deep,
+        serde_json::json!({ "k\u{0}": "v" }),
+        serde_json::json!({ "k": ["ok", "v\u{0}"] }),
+        serde_json::json!({ "blob": "x".repeat(17 * 1024) }),
+    ] {
+        let mut bad = input("ATTR-BAD", "Attributes", 100);
+        bad.attributes = Some(struct_of(attributes));
+        let status = products
+            .create_product(app.admin(create(bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(bad_fields(&status), ["attributes"]);
+    }
+
+    // Prices are capped well below i64::MAX, and so are price filters.
+    for amount in [i64::MAX, 1_000_000_001] {
+        let status = products
+            .create_product(app.admin(create(input("PRICE-BIG", "Pricey", amount))))
+            .await
+            .unwrap_err();
+        assert_eq!(bad_fields(&status), ["price.amount_minor"]);
+    }
+    let status = app
+        .search(pb::SearchProductsRequest {
+            min_price: usd(i64::MAX),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), ["min_price.amount_minor"]);
+
+    // Adjustments: a NUL in the idempotency key is a field error, not a database error.
+    app.create(input("KEY-1", "Keyed", 100), 1).await;
+    let status = app
+        .inventory()
+        .adjust(app.admin(pb::AdjustRequest {
+            sku: "KEY-1".into(),
+            delta: 1,
+            reason: pb::StockMovementReason::Receiving.into(),
+            idempotency_key: "k\0ey".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), ["idempotency_key"]);
+    app.teardown().await;
+}

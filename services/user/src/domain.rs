@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use shopmesh_platform::auth::{Role, Tier};
 use shopmesh_platform::problem::{FieldError, field_error};
-use shopmesh_platform::text::has_control;
+use shopmesh_platform::text::{has_control, has_invisible};
 pub use shopmesh_platform::text::{optional_text, required_text};
 
 /// Addresses a single account may keep.
@@ -24,6 +24,13 @@ impl Email {
         let invalid = || field_error("email", "must be a valid email address");
         if value.is_empty() || value.len() > 254 || has_control(value) || value.contains(' ') {
             return Err(invalid());
+        }
+        // Zero-width and bidi characters would make two different addresses look identical.
+        if has_invisible(value) {
+            return Err(field_error(
+                "email",
+                "must not contain invisible or text-direction characters (zero-width or bidi controls)",
+            ));
         }
         let (local, domain) = value.rsplit_once('@').ok_or_else(invalid)?;
         if local.is_empty() || local.len() > 64 || local.contains('@') {
@@ -151,15 +158,36 @@ pub fn phone(name: &str, raw: &str) -> Result<String, FieldError> {
     Ok(value.to_owned())
 }
 
-/// An ISO 3166-1 alpha-2 country code, upper-cased.
+/// The officially assigned ISO 3166-1 alpha-2 codes (249), sorted for binary search. Reserved
+/// and user-assigned codes (EU, UK, XK, ZZ, AA …) are not countries addresses can be in.
+const ISO_3166_ALPHA2: &[&str] = &[
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// An assigned ISO 3166-1 alpha-2 country code from [`ISO_3166_ALPHA2`], upper-cased.
 pub fn country(raw: &str) -> Result<String, FieldError> {
     let value = raw.trim().to_ascii_uppercase();
-    if value.len() == 2 && value.chars().all(|c| c.is_ascii_uppercase()) {
+    if ISO_3166_ALPHA2.binary_search(&value.as_str()).is_ok() {
         Ok(value)
     } else {
         Err(field_error(
             "country",
-            "must be an ISO 3166-1 alpha-2 code such as DE or US",
+            "must be an assigned ISO 3166-1 alpha-2 country code such as DE or US",
         ))
     }
 }
@@ -304,8 +332,20 @@ mod tests {
             "a@-x.com",
             "a..b@example.com",
             "a@example..com",
+            "a\u{0}b@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        for bad in [
+            "ad\u{200b}a@example.com",
+            "a\u{200d}@example.com",
+            "\u{feff}ada@example.com",
+            "ada\u{202e}moc.elpmaxe@example.com",
+            "a\u{2066}b@example.com",
+            "a\u{061c}b@example.com",
+        ] {
+            let error = Email::parse(bad).unwrap_err();
+            assert!(error.message.contains("invisible"), "{bad:?}");
         }
     }
 
@@ -329,6 +369,23 @@ mod tests {
         assert!(phone("phone", "call me").is_err());
         assert_eq!(country("de").unwrap(), "DE");
         assert!(country("DEU").is_err());
+        assert_eq!(country(" gb ").unwrap(), "GB");
+        for bad in [
+            "ZZ", "XX", "AA", "UK", "EU", "XK", "QM", "", "D", "1A", "ÄÖ",
+        ] {
+            assert!(country(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn country_codes_are_sorted_for_binary_search() {
+        assert_eq!(ISO_3166_ALPHA2.len(), 249);
+        assert!(ISO_3166_ALPHA2.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            ISO_3166_ALPHA2
+                .iter()
+                .all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        );
     }
 
     #[test]

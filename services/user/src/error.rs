@@ -1,8 +1,10 @@
 //! The user service's one error type and the one place that decides its gRPC status.
 
+use shopmesh_platform::client::RETRY_AFTER;
 use shopmesh_platform::problem::{FieldError, field_error};
 use shopmesh_platform::status;
 use tonic::Status;
+use tonic::metadata::MetadataValue;
 
 use crate::repo::RepoError;
 
@@ -24,6 +26,9 @@ pub enum Error {
     TooManyAddresses(usize),
     #[error("the account changed concurrently, retry")]
     Conflict,
+    /// Too many failed logins on the account or from the client: wait this many seconds.
+    #[error("too many failed logins, try again later")]
+    LoginThrottled(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -61,6 +66,13 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::TooManyAddresses(_) => Status::failed_precondition(error.to_string()),
             Error::Conflict => Status::aborted(error.to_string()),
+            Error::LoginThrottled(secs) => {
+                let mut status = Status::resource_exhausted(error.to_string());
+                status
+                    .metadata_mut()
+                    .insert(RETRY_AFTER, MetadataValue::from(secs));
+                status
+            }
             Error::Internal(err) => status::internal("user service", &err),
         }
     }

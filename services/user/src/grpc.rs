@@ -4,23 +4,68 @@ use std::sync::Arc;
 
 use shopmesh_contracts::user::user_service_server::UserService as UserServiceApi;
 use shopmesh_contracts::user::{self as pb};
-use shopmesh_platform::auth::{Role, Tier};
-use shopmesh_platform::grpc::{admin, identity};
+use shopmesh_platform::auth::{Identity, Role, Tier, TokenVerifier, bearer_token};
+use shopmesh_platform::grpc::{calling_service, identity};
+use shopmesh_platform::revocation::Verdict;
+use shopmesh_platform::text::has_control;
 use shopmesh_platform::time::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Address, AddressDraft, User};
 use crate::service::{AddressPatch, ProfilePatch, Tokens, UserService};
 
+/// Metadata in which the gateway names the client address it saw.
+pub const CLIENT_IP: &str = "x-client-ip";
+
 /// Implements `shopmesh.user.v1.UserService`.
 #[derive(Clone)]
 pub struct UserGrpc {
     service: Arc<UserService>,
+    /// The guard's verifier, to read the session of a token the guard has already verified.
+    verifier: TokenVerifier,
 }
 
 impl UserGrpc {
-    pub fn new(service: Arc<UserService>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<UserService>, verifier: TokenVerifier) -> Self {
+        Self { service, verifier }
+    }
+
+    /// The verified caller whose session is still active: UNAUTHENTICATED without a token or
+    /// when the session ended or the account's access changed since the token was signed;
+    /// UNAVAILABLE when that cannot be checked (fail closed, see `platform::revocation`).
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
+        let caller = identity(request)?;
+        let refused = || Status::unauthenticated("invalid access token");
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(refused)?;
+        let (verified, session) = self.verifier.verify_session(token).map_err(|_| refused())?;
+        if verified != caller {
+            return Err(refused());
+        }
+        match self.service.sessions().check(&caller, &session).await {
+            Ok(Verdict::Active) => Ok(caller),
+            Ok(Verdict::SessionEnded | Verdict::Stale) => Err(Status::unauthenticated(
+                "the session has ended, log in again",
+            )),
+            Err(err) => {
+                tracing::error!(error = %err, "could not check the session");
+                Err(Status::unavailable("session check unavailable, try again"))
+            }
+        }
+    }
+
+    /// [`UserGrpc::caller`] if it is an admin, PERMISSION_DENIED for anyone else.
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
+        let caller = self.caller(request).await?;
+        if caller.is_admin() {
+            Ok(caller)
+        } else {
+            Err(Status::permission_denied("admin role required"))
+        }
     }
 }
 
@@ -131,8 +176,23 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        // Only the gateway may name the client; from anyone else the header is ignored.
+        let client_ip = calling_service(&request)
+            .filter(|service| service.name == "gateway")
+            .and_then(|_| {
+                request
+                    .metadata()
+                    .get(CLIENT_IP)?
+                    .to_str()
+                    .ok()?
+                    .parse()
+                    .ok()
+            });
         let req = request.into_inner();
-        let tokens = self.service.login(&req.email, &req.password).await?;
+        let tokens = self
+            .service
+            .login(&req.email, &req.password, client_ip)
+            .await?;
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(tokens_pb(tokens)),
         }))
@@ -185,7 +245,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::GetMeRequest>,
     ) -> Result<Response<pb::GetMeResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.caller(&request).await?;
         let user = self.service.get(&caller.user_id).await?;
         Ok(Response::new(pb::GetMeResponse {
             user: Some(user_pb(&user)),
@@ -196,7 +256,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::UpdateMeRequest>,
     ) -> Result<Response<pb::UpdateMeResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         check_mask(&req.update_mask, &["name", "phone"])?;
         let patch = ProfilePatch {
@@ -213,7 +273,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::ListAddressesRequest>,
     ) -> Result<Response<pb::ListAddressesResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.caller(&request).await?;
         let addresses = self.service.list_addresses(&caller.user_id).await?;
         Ok(Response::new(pb::ListAddressesResponse {
             addresses: addresses.iter().map(address_pb).collect(),
@@ -224,7 +284,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::CreateAddressRequest>,
     ) -> Result<Response<pb::CreateAddressResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.caller(&request).await?;
         let input = request
             .into_inner()
             .address
@@ -243,7 +303,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::UpdateAddressRequest>,
     ) -> Result<Response<pb::UpdateAddressResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let fields = [
             "label",
@@ -286,7 +346,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::DeleteAddressRequest>,
     ) -> Result<Response<pb::DeleteAddressResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.caller(&request).await?;
         self.service
             .delete_address(&caller.user_id, &request.into_inner().address_id)
             .await?;
@@ -297,7 +357,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        admin(&request)?;
+        self.admin(&request).await?;
         let user = self.service.get(&request.into_inner().user_id).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_pb(&user)),
@@ -308,8 +368,15 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        admin(&request)?;
+        self.admin(&request).await?;
         let req = request.into_inner();
+        // The search text reaches MongoDB: one line of printable text only (a NUL or escape is a
+        // client mistake, answered like the other bad search values).
+        if has_control(&req.email_contains) {
+            return Err(Status::invalid_argument(
+                "search text q must not contain control characters",
+            ));
+        }
         let page = self
             .service
             .list(
@@ -328,7 +395,7 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::UpdateUserAccessRequest>,
     ) -> Result<Response<pb::UpdateUserAccessResponse>, Status> {
-        admin(&request)?;
+        self.admin(&request).await?;
         let req = request.into_inner();
         let role = match req.role() {
             pb::Role::Unspecified => None,

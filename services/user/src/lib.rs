@@ -6,6 +6,7 @@ pub mod error;
 pub mod grpc;
 pub mod repo;
 pub mod service;
+pub mod throttle;
 pub mod token;
 
 use std::sync::Arc;
@@ -17,10 +18,12 @@ use shopmesh_contracts::user::user_service_server::UserServiceServer;
 use shopmesh_platform::Settings;
 use shopmesh_platform::auth::TokenVerifier;
 use shopmesh_platform::mesh::{Built, Context, Service, Store};
+use shopmesh_platform::revocation::{RedisRevocations, RevocationCheck};
 use shopmesh_platform::settings::{Env, Secret, SettingsError};
 
 use crate::repo::{MongoUserRepo, RedisRefreshTokens, UserRepo};
 use crate::service::UserService;
+use crate::throttle::{LoginThrottlePolicy, RedisLoginThrottle};
 use crate::token::TokenSigner;
 
 /// gRPC service name, as health checks and reflection know it.
@@ -74,10 +77,19 @@ pub async fn connect(settings: &Settings, user: &UserSettings) -> anyhow::Result
         user.refresh_ttl,
     )
     .await?;
+    let sessions = RedisRevocations::new(user.redis_url.expose(), &user.redis_key_prefix)?;
+    let throttle = RedisLoginThrottle::connect(
+        user.redis_url.expose(),
+        &user.redis_key_prefix,
+        LoginThrottlePolicy::default(),
+    )
+    .await?;
     Ok(Arc::new(UserService::new(
         Arc::new(users),
         Arc::new(tokens),
         signer,
+        Arc::new(throttle),
+        Arc::new(RevocationCheck::new(Arc::new(sessions))),
     )))
 }
 
@@ -147,9 +159,10 @@ impl Service for User {
                 &[signer.jwk().clone()],
             );
             let mut guard = ctx.guard();
-            guard.users = own;
-            let server = shopmesh_platform::grpc::GrpcServerBuilder::new(guard)
-                .add_service(UserServiceServer::new(grpc::UserGrpc::new(service.clone())));
+            guard.users = own.clone();
+            let server = shopmesh_platform::grpc::GrpcServerBuilder::new(guard).add_service(
+                UserServiceServer::new(grpc::UserGrpc::new(service.clone(), own)),
+            );
             let ready = service.clone();
             Ok(Built::new(server).ready(Arc::new(move || {
                 let service = ready.clone();

@@ -423,8 +423,9 @@ pub trait RefreshTokens: Send + Sync {
     /// Starts a new family for `user_id` and returns its first token.
     async fn issue(&self, user_id: &str) -> anyhow::Result<String>;
     async fn rotate(&self, token: &str) -> anyhow::Result<Rotation>;
-    /// Revokes the family of `token`; unknown tokens are ignored.
-    async fn revoke(&self, token: &str) -> anyhow::Result<()>;
+    /// Revokes the family of `token`; unknown tokens are ignored. True when the token was one of
+    /// its family's (current or rotated), so the caller may end the family's session too.
+    async fn revoke(&self, token: &str) -> anyhow::Result<bool>;
 }
 
 /// [`RefreshTokens`] in Redis. A token is `<family>.<secret>`; only its SHA-256 is stored. Keys
@@ -489,6 +490,11 @@ fn parse_token(token: &str) -> Option<ParsedToken> {
         family: family.to_owned(),
         hash,
     })
+}
+
+/// The family of a well-formed refresh token: the login session its access tokens name (`sid`).
+pub fn token_family(token: &str) -> Option<String> {
+    parse_token(token).map(|parsed| parsed.family)
 }
 
 fn new_token(family: &str) -> String {
@@ -578,17 +584,17 @@ impl RefreshTokens for RedisRefreshTokens {
         })
     }
 
-    async fn revoke(&self, token: &str) -> anyhow::Result<()> {
+    async fn revoke(&self, token: &str) -> anyhow::Result<bool> {
         let Some(parsed) = parse_token(token) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut redis = self.redis.clone();
-        let _: i64 = redis::Script::new(REVOKE)
+        let revoked: i64 = redis::Script::new(REVOKE)
             .key(self.family_key(&parsed.family))
             .key(self.token_key(&parsed.family, &parsed.hash))
             .invoke_async(&mut redis)
             .await?;
-        Ok(())
+        Ok(revoked == 1)
     }
 }
 
@@ -601,6 +607,8 @@ mod tests {
         let token = new_token(&uuid::Uuid::now_v7().simple().to_string());
         let parsed = parse_token(&token).unwrap();
         assert_eq!(parsed.hash.len(), 64);
+        assert_eq!(token_family(&token), Some(parsed.family.clone()));
+        assert_eq!(token_family("garbage"), None);
         assert!(parse_token("garbage").is_none());
         assert!(parse_token(&format!("{}x", token.split('.').next().unwrap())).is_none());
     }

@@ -1,11 +1,13 @@
 //! Use cases of the user service, written against the storage ports.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
-use shopmesh_platform::auth::{Identity, Jwk, Role, Tier};
+use shopmesh_platform::auth::{Identity, Jwk, LEEWAY_SECS, Role, Session, Tier};
+use shopmesh_platform::revocation::{RevocationCheck, RevocationError};
 use shopmesh_platform::{cursor, page};
 
 use crate::token::TokenSigner;
@@ -16,7 +18,8 @@ use crate::domain::{
     settle_default,
 };
 use crate::error::Error;
-use crate::repo::{RefreshTokens, RepoError, Rotation, UserRepo};
+use crate::repo::{RefreshTokens, RepoError, Rotation, UserRepo, token_family};
+use crate::throttle::{Attempt, LoginThrottle};
 
 /// How often an address change retries after losing a race with another change.
 const ADDRESS_RETRIES: usize = 5;
@@ -62,6 +65,13 @@ pub struct UserService {
     users: Arc<dyn UserRepo>,
     refresh_tokens: Arc<dyn RefreshTokens>,
     signer: TokenSigner,
+    throttle: Arc<dyn LoginThrottle>,
+    /// Ended sessions and token versions: written here, checked on every authenticated call.
+    sessions: Arc<RevocationCheck>,
+}
+
+fn revocation_store(err: RevocationError) -> Error {
+    Error::Internal(anyhow::Error::new(err))
 }
 
 fn hash_password(password: &str) -> Result<String, Error> {
@@ -130,12 +140,26 @@ impl UserService {
         users: Arc<dyn UserRepo>,
         refresh_tokens: Arc<dyn RefreshTokens>,
         signer: TokenSigner,
+        throttle: Arc<dyn LoginThrottle>,
+        sessions: Arc<RevocationCheck>,
     ) -> Self {
         Self {
             users,
             refresh_tokens,
             signer,
+            throttle,
+            sessions,
         }
+    }
+
+    /// The revocation check for callers of this service.
+    pub fn sessions(&self) -> &RevocationCheck {
+        &self.sessions
+    }
+
+    /// How long an ended session must be remembered: until every access token of it expired.
+    fn session_memory(&self) -> std::time::Duration {
+        self.signer.ttl() + std::time::Duration::from_secs(LEEWAY_SECS)
     }
 
     pub fn jwks(&self) -> Vec<Jwk> {
@@ -209,15 +233,33 @@ impl UserService {
                     .update_access(&existing.id, Some(Role::Admin), None, now())
                     .await?
                     .ok_or(Error::NotFound("account"))?;
+                self.access_changed(&existing, &user).await?;
                 Ok((user, false))
             }
             Err(err) => Err(err),
         }
     }
 
+    /// Checks a password, behind the login throttle: `client_ip` is the address the gateway saw
+    /// (`None` when the caller is not the gateway), so guesses are limited per account and per
+    /// client.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &str) -> Result<Tokens, Error> {
-        let found = self.users.by_email(&domain::normalize_email(email)).await?;
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Tokens, Error> {
+        let account = domain::normalize_email(email);
+        // Counted before the password is checked, for unknown emails too: the throttle must
+        // neither leak which accounts exist nor let parallel guesses in ahead of the count.
+        if let Attempt::Wait(wait) = self.throttle.attempt(&account, client_ip).await? {
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            return Err(Error::LoginThrottled(
+                u64::try_from(secs).unwrap_or(u64::MAX),
+            ));
+        }
+        let found = self.users.by_email(&account).await?;
         // The decoy hash is computed on first use; like every Argon2 call it runs on the
         // blocking pool, never on a runtime thread.
         let hash = match &found {
@@ -230,14 +272,40 @@ impl UserService {
             Some(user) if matches => user,
             _ => return Err(Error::BadCredentials),
         };
+        self.throttle.succeeded(&account, client_ip).await?;
         let refresh_token = self.refresh_tokens.issue(&user.id).await?;
-        self.tokens(&user, refresh_token)
+        self.tokens(&user, refresh_token).await
     }
 
-    fn tokens(&self, user: &User, refresh_token: String) -> Result<Tokens, Error> {
+    async fn tokens(&self, user: &User, refresh_token: String) -> Result<Tokens, Error> {
+        self.tokens_for(&user.id, refresh_token).await
+    }
+
+    /// An access token for the account's session of `refresh_token` (its family is the `sid`),
+    /// with the role and tier the account has now.
+    async fn tokens_for(&self, user_id: &str, refresh_token: String) -> Result<Tokens, Error> {
+        let session_id = token_family(&refresh_token)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("refresh token format")))?;
+        // The version is read before the account: an access change writes the account first and
+        // bumps the version after, so a token signed with a role read before the change always
+        // carries the old version and is refused.
+        let version = self
+            .sessions
+            .token_version(user_id)
+            .await
+            .map_err(revocation_store)?;
+        let user = self
+            .users
+            .by_id(user_id)
+            .await?
+            .ok_or(Error::InvalidRefreshToken)?;
+        let session = Session {
+            id: session_id,
+            version,
+        };
         let access_token = self
             .signer
-            .sign(&identity(user))
+            .sign_session(&identity(&user), &session)
             .map_err(|err| Error::Internal(anyhow::anyhow!("signing: {err}")))?;
         Ok(Tokens {
             access_token,
@@ -249,25 +317,35 @@ impl UserService {
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, Error> {
         match self.refresh_tokens.rotate(refresh_token).await? {
-            Rotation::Rotated { user_id, token } => {
-                // The role and tier come from the account as it is now, not as it was at login.
-                let user = self
-                    .users
-                    .by_id(&user_id)
-                    .await?
-                    .ok_or(Error::InvalidRefreshToken)?;
-                self.tokens(&user, token)
-            }
+            // The role and tier come from the account as it is now, not as it was at login.
+            Rotation::Rotated { user_id, token } => self.tokens_for(&user_id, token).await,
             Rotation::Reused => {
                 tracing::warn!("rotated refresh token presented again; family revoked");
+                // Whoever holds the family's access tokens (perhaps the thief) loses them too.
+                if let Some(session_id) = token_family(refresh_token) {
+                    self.sessions
+                        .end_session(&session_id, self.session_memory())
+                        .await
+                        .map_err(revocation_store)?;
+                }
                 Err(Error::InvalidRefreshToken)
             }
             Rotation::Invalid => Err(Error::InvalidRefreshToken),
         }
     }
 
+    /// Ends the session of `refresh_token`: the family cannot be refreshed any more and its
+    /// access tokens are refused from now on. Only a token of the family may end it, so knowing
+    /// a session id (it is readable in an access token) is not enough.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), Error> {
-        self.refresh_tokens.revoke(refresh_token).await?;
+        if self.refresh_tokens.revoke(refresh_token).await?
+            && let Some(session_id) = token_family(refresh_token)
+        {
+            self.sessions
+                .end_session(&session_id, self.session_memory())
+                .await
+                .map_err(revocation_store)?;
+        }
         Ok(())
     }
 
@@ -473,13 +551,30 @@ impl UserService {
         role: Option<Role>,
         tier: Option<Tier>,
     ) -> Result<User, Error> {
-        self.get(user_id).await?;
+        let before = self.get(user_id).await?;
         if role.is_none() && tier.is_none() {
-            return self.get(user_id).await;
+            return Ok(before);
         }
-        self.users
+        let after = self
+            .users
             .update_access(user_id, role, tier, now())
             .await?
-            .ok_or(Error::NotFound("account"))
+            .ok_or(Error::NotFound("account"))?;
+        self.access_changed(&before, &after).await?;
+        Ok(after)
+    }
+
+    /// Refuses the account's existing access tokens when its role or tier changed: they carry
+    /// the old ones. Called after the account is written (see [`UserService::tokens_for`]).
+    async fn access_changed(&self, before: &User, after: &User) -> Result<(), Error> {
+        if before.role != after.role || before.tier != after.tier {
+            let version = self
+                .sessions
+                .bump_token_version(&after.id)
+                .await
+                .map_err(revocation_store)?;
+            tracing::info!(user_id = %after.id, version, "account access changed; older access tokens refused");
+        }
+        Ok(())
     }
 }

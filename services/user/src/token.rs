@@ -15,7 +15,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 use shopmesh_platform::Profile;
-use shopmesh_platform::auth::{Claims, Identity, Jwk, now_secs};
+use shopmesh_platform::auth::{Claims, Identity, Jwk, Session, now_secs};
 use shopmesh_platform::settings::{JwtSettings, Secret};
 
 /// Why the signing key could not be loaded.
@@ -144,16 +144,40 @@ impl TokenSigner {
         self.ttl
     }
 
-    /// A signed access token for `identity`, valid from now.
+    /// A signed access token for `identity` in `session`, valid from now. This is what login
+    /// and refresh hand out.
+    pub fn sign_session(
+        &self,
+        identity: &Identity,
+        session: &Session,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign_at(identity, session, now_secs())
+    }
+
+    /// A signed access token for `identity` in a session of its own (a fresh id that no logout
+    /// names, token version 0), valid from now; for tools and tests.
     pub fn sign(&self, identity: &Identity) -> Result<String, jsonwebtoken::errors::Error> {
         self.sign_issued_at(identity, now_secs())
     }
 
-    /// A signed access token issued at `iat` (seconds since the epoch); tools and tests use it
-    /// to mint tokens that are already expired.
+    /// Like [`TokenSigner::sign`], issued at `iat` (seconds since the epoch); tools and tests use
+    /// it to mint tokens that are already expired.
     pub fn sign_issued_at(
         &self,
         identity: &Identity,
+        iat: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let session = Session {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            version: 0,
+        };
+        self.sign_at(identity, &session, iat)
+    }
+
+    fn sign_at(
+        &self,
+        identity: &Identity,
+        session: &Session,
         iat: u64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
@@ -165,6 +189,8 @@ impl TokenSigner {
             iat,
             exp: iat + self.ttl.as_secs(),
             jti: uuid::Uuid::now_v7().to_string(),
+            sid: session.id.clone(),
+            ver: session.version,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.jwk.kid.clone());
@@ -243,6 +269,53 @@ mod tests {
     }
 
     #[test]
+    fn tokens_carry_their_session_and_version() {
+        let dir = temp_dir();
+        let signer =
+            TokenSigner::load(None, Profile::Dev, &dir, &jwt(), Duration::from_secs(900)).unwrap();
+        let verifier = TokenVerifier::with_keys("shopmesh", "shopmesh", &[signer.jwk().clone()]);
+        let session = Session {
+            id: "0192f0c8a1b27c3d8e9f0a1b2c3d4e5f".into(),
+            version: 7,
+        };
+        let token = signer.sign_session(&customer(), &session).unwrap();
+        assert_eq!(
+            verifier.verify_session(&token).unwrap(),
+            (customer(), session)
+        );
+        // A token without a session cannot be revoked, so it is refused.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(signer.jwk().kid.clone());
+        #[derive(serde::Serialize)]
+        struct Sessionless {
+            sub: &'static str,
+            role: Role,
+            tier: Tier,
+            iss: &'static str,
+            aud: &'static str,
+            iat: u64,
+            exp: u64,
+        }
+        let claims = Sessionless {
+            sub: "u1",
+            role: Role::Customer,
+            tier: Tier::Standard,
+            iss: "shopmesh",
+            aud: "shopmesh",
+            iat: now_secs(),
+            exp: now_secs() + 600,
+        };
+        let key = std::fs::read_to_string(dev_key_path(&dir)).unwrap();
+        let key = EncodingKey::from_ed_pem(key.as_bytes()).unwrap();
+        let sessionless = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert!(matches!(
+            verifier.verify(&sessionless),
+            Err(AuthError::Invalid(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn hs256_with_the_public_key_is_refused() {
         let dir = temp_dir();
         let signer =
@@ -259,6 +332,8 @@ mod tests {
             iat: now_secs(),
             exp: now_secs() + 600,
             jti: "j".into(),
+            sid: "s".into(),
+            ver: 0,
         };
         let forged = jsonwebtoken::encode(
             &header,

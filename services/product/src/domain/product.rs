@@ -19,6 +19,9 @@ pub const MAX_IMPORT_ROWS: usize = 500;
 pub const MAX_IMAGE_URLS: usize = 10;
 /// Largest attributes document, as compact JSON.
 pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+/// Deepest nesting of an attributes document: the document itself is level 1, each object or
+/// array inside it one more.
+pub const MAX_ATTRIBUTES_DEPTH: usize = 8;
 
 fn image_urls(raw: &[String]) -> Result<Vec<String>, FieldError> {
     if raw.len() > MAX_IMAGE_URLS {
@@ -49,26 +52,109 @@ fn image_urls(raw: &[String]) -> Result<Vec<String>, FieldError> {
         .collect()
 }
 
+/// Why an attributes document is refused, found by [`check_attributes`].
+fn attributes_error(message: impl Into<String>) -> FieldError {
+    field_error("attributes", message)
+}
+
+/// Walks an attributes document no deeper than [`MAX_ATTRIBUTES_DEPTH`] (a document nested
+/// deeper is refused at the first level too many, without looking further in), refusing control
+/// characters in keys (any) and string values (any but line breaks and tabs), and adding up its
+/// size as compact JSON, giving up as soon as it passes [`MAX_ATTRIBUTES_BYTES`].
+fn check_attributes(value: &Value, depth: usize, size: &mut usize) -> Result<(), FieldError> {
+    fn add(size: &mut usize, bytes: usize) -> Result<(), FieldError> {
+        *size = size.saturating_add(bytes);
+        if *size > MAX_ATTRIBUTES_BYTES {
+            Err(attributes_error(format!(
+                "must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+    fn string_bytes(text: &str) -> usize {
+        // Quotes plus the text; escapes are rare and only make the real size larger, which the
+        // exact check on the serialised document below catches.
+        text.len() + 2
+    }
+    match value {
+        Value::Null => add(size, 4),
+        Value::Bool(b) => add(size, if *b { 4 } else { 5 }),
+        Value::Number(n) => add(size, n.to_string().len()),
+        Value::String(text) => {
+            if text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+            {
+                return Err(attributes_error(
+                    "string values must not contain control characters",
+                ));
+            }
+            add(size, string_bytes(text))
+        }
+        Value::Array(_) | Value::Object(_) if depth >= MAX_ATTRIBUTES_DEPTH => {
+            Err(attributes_error(format!(
+                "must be nested at most {MAX_ATTRIBUTES_DEPTH} levels deep"
+            )))
+        }
+        Value::Array(items) => {
+            add(size, 2 + items.len().saturating_sub(1))?;
+            items
+                .iter()
+                .try_for_each(|item| check_attributes(item, depth + 1, size))
+        }
+        Value::Object(map) => check_object(map, depth + 1, size),
+    }
+}
+
+/// [`check_attributes`] for an object at `depth` (the document itself is depth 1).
+fn check_object(
+    map: &Map<String, Value>,
+    depth: usize,
+    size: &mut usize,
+) -> Result<(), FieldError> {
+    *size = size.saturating_add(2 + map.len().saturating_sub(1));
+    for (key, value) in map {
+        if key.chars().any(char::is_control) {
+            return Err(attributes_error("keys must not contain control characters"));
+        }
+        // "key": value
+        *size = size.saturating_add(key.len() + 3);
+        check_attributes(value, depth, size)?;
+    }
+    if *size > MAX_ATTRIBUTES_BYTES {
+        return Err(attributes_error(format!(
+            "must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"
+        )));
+    }
+    Ok(())
+}
+
 fn attributes(raw: Map<String, Value>) -> Result<Map<String, Value>, FieldError> {
     if raw
         .keys()
         .any(|key| key.is_empty() || key.chars().count() > 100)
     {
-        return Err(field_error(
-            "attributes",
-            "keys must be 1 to 100 characters long",
-        ));
+        return Err(attributes_error("keys must be 1 to 100 characters long"));
     }
+    // Depth, control characters and an estimate of the size first, bounded: nothing below
+    // serialises or stores a document that is too deep or too large.
+    check_attributes_document(&raw)?;
     let size = serde_json::to_vec(&raw)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
     if size > MAX_ATTRIBUTES_BYTES {
-        return Err(field_error(
-            "attributes",
-            format!("must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"),
-        ));
+        return Err(attributes_error(format!(
+            "must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"
+        )));
     }
     Ok(raw)
+}
+
+/// Checks a whole attributes document (depth 1) against the limits of [`check_attributes`].
+fn check_attributes_document(map: &Map<String, Value>) -> Result<(), FieldError> {
+    let mut size = 0;
+    check_object(map, 1, &mut size)
 }
 
 /// The editable fields of a product as a caller sent them, before validation.
@@ -308,6 +394,70 @@ mod tests {
             fields,
             ["name", "category_id", "price.amount_minor", "image_urls"]
         );
+    }
+
+    fn with_attributes(value: Value) -> Result<ProductFields, Vec<FieldError>> {
+        let Value::Object(attributes) = value else {
+            unreachable!()
+        };
+        ProductFields::parse(
+            &ProductDraft {
+                attributes,
+                ..draft()
+            },
+            usd(),
+        )
+    }
+
+    fn attribute_error(value: Value) -> String {
+        let errors = with_attributes(value).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "attributes");
+        errors[0].message.clone()
+    }
+
+    #[test]
+    fn attributes_are_bounded_in_depth_and_size() {
+        let mut deep = serde_json::json!("leaf");
+        for _ in 0..60 {
+            deep = serde_json::json!({ "n": deep });
+        }
+        let Value::Object(map) = deep.clone() else {
+            unreachable!()
+        };
+        assert!(attribute_error(Value::Object(map)).contains("levels deep"));
+        let mut list = serde_json::json!(1);
+        for _ in 0..MAX_ATTRIBUTES_DEPTH {
+            list = serde_json::json!([list]);
+        }
+        assert!(attribute_error(serde_json::json!({ "l": list })).contains("levels deep"));
+        let mut ok = serde_json::json!([1, "two"]);
+        for _ in 2..MAX_ATTRIBUTES_DEPTH {
+            ok = serde_json::json!({ "n": ok });
+        }
+        assert!(with_attributes(serde_json::json!({ "n": ok })).is_ok());
+
+        let big = serde_json::json!({ "blob": "x".repeat(MAX_ATTRIBUTES_BYTES) });
+        assert!(attribute_error(big).contains("bytes"));
+        // Escapes make the stored document larger than the text: the exact check catches it.
+        let escaped = serde_json::json!({ "blob": "\"".repeat(MAX_ATTRIBUTES_BYTES / 2 + 10) });
+        assert!(attribute_error(escaped).contains("bytes"));
+    }
+
+    #[test]
+    fn attributes_refuse_control_characters() {
+        for bad in [
+            serde_json::json!({ "k\u{0}": "v" }),
+            serde_json::json!({ "k": "v\u{0}" }),
+            serde_json::json!({ "k": ["ok", { "inner": "\u{1b}[31m" }] }),
+            serde_json::json!({ "k": { "n\ny": 1 } }),
+        ] {
+            assert!(
+                attribute_error(bad.clone()).contains("control characters"),
+                "{bad}"
+            );
+        }
+        assert!(with_attributes(serde_json::json!({ "care": "wash cold\n\tinside out" })).is_ok());
     }
 
     #[test]

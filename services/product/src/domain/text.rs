@@ -3,7 +3,7 @@
 
 use shopmesh_platform::problem::FieldError;
 pub use shopmesh_platform::problem::field_error;
-pub use shopmesh_platform::text::{multiline_text, required_text};
+pub use shopmesh_platform::text::{has_control, multiline_text, required_text};
 use uuid::Uuid;
 
 /// An optional id: empty means none, anything else must be a UUID.

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use crate::config::ProductConfig;
 use crate::domain::{
-    self, Actor, Category, Currency, MAX_BATCH_GET, MAX_IMPORT_ROWS, MAX_QUERY_CHARS, NewProduct,
-    Product, ProductDraft, ProductFields, ProductSort, SearchCursor, SearchFilter, Sku, Slug,
-    apply_mask, field_error, parse_etag,
+    self, Actor, Category, Currency, MAX_BATCH_GET, MAX_IMPORT_ROWS, MAX_PRICE_MINOR,
+    MAX_QUERY_CHARS, NewProduct, Product, ProductDraft, ProductFields, ProductSort, SearchCursor,
+    SearchFilter, Sku, Slug, apply_mask, field_error, parse_etag,
 };
 use crate::error::Error;
 use crate::repo::{CatalogRepo, ImportCounts, ImportRow, RepoError};
@@ -86,6 +86,11 @@ fn price_bound(
         errors.push(field_error(
             &format!("{name}.amount_minor"),
             "must not be negative",
+        ));
+    } else if *amount > MAX_PRICE_MINOR {
+        errors.push(field_error(
+            &format!("{name}.amount_minor"),
+            format!("must be at most {MAX_PRICE_MINOR}"),
         ));
     }
     match Currency::parse(&format!("{name}.currency"), currency) {
@@ -176,6 +181,12 @@ impl CatalogService {
             return Err(Error::BadArgument(format!(
                 "q must be at most {MAX_QUERY_CHARS} characters"
             )));
+        }
+        // The query reaches PostgreSQL, which refuses NUL in text: one line of printable text.
+        if domain::has_control(q) {
+            return Err(Error::BadArgument(
+                "q must not contain control characters".into(),
+            ));
         }
         let q = (!q.is_empty()).then(|| q.to_owned());
         let category_id =

@@ -249,6 +249,11 @@ impl InventoryService {
                 "idempotency_key",
                 "must be at most 200 characters",
             ));
+        } else if domain::has_control(key) {
+            errors.push(field_error(
+                "idempotency_key",
+                "must not contain control characters",
+            ));
         }
         let (Some(sku), Some(reason), true) = (sku, reason, errors.is_empty()) else {
             return Err(Error::Invalid(errors));
