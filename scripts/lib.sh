@@ -111,3 +111,81 @@ load_dotenv() {
         set +a
     fi
 }
+
+# Starts the whole system for a black-box run (scripts/fuzz, scripts/attack): every target of the
+# debug build in one process, each service's gRPC server on its own free port, nginx in front, on
+# fresh databases, and waits until the edge is ready. Installs an EXIT trap that stops it all.
+#   start_stack NAME [IP_RATE IP_BURST]
+#   NAME      prefix of the databases, the Redis keys, the admin's email and the logs in $RUN
+#   IP_RATE   gateway per-IP rate limit, requests per second (default 100000: out of the way)
+#   IP_BURST  gateway per-IP burst (default 100000)
+# Extra gateway settings (HEADER_READ_TIMEOUT_MS, TRUSTED_PROXIES, ...) are taken from the
+# caller's environment. Needs MONGODB_URL. Sets: STACK_BIN, STACK_RUN_DIR (its SHOPMESH_RUN_DIR),
+# STACK_PID, STACK_LOG (the shopmesh log), EDGE (http://host:port of nginx), GATEWAY (same, of the
+# gateway), GATEWAY_PORT, EDGE_PORT, GRPC_<SERVICE> (host:port, e.g. GRPC_PRODUCT), ADMIN_EMAIL,
+# ADMIN_PASSWORD and ADMIN_TOKEN (an admin's access token).
+start_stack() {
+    local name=$1 ip_rate=${2:-100000} ip_burst=${3:-100000}
+    : "${MONGODB_URL:?MONGODB_URL must point at a MongoDB(-protocol) server}"
+    ensure_nginx
+    mkdir -p "$RUN"
+    STACK_NAME=$name
+    STACK_UNIQUE=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+    STACK_BIN=$ROOT/target/debug/shopmesh
+    STACK_DIR=$(mktemp -d)
+    STACK_RUN_DIR=$STACK_DIR/run
+    STACK_LOG=$RUN/$name-shopmesh.log
+    GATEWAY_PORT=$(free_port)
+    EDGE_PORT=$(free_port)
+    export SHOPMESH_PROFILE=dev LOG_FORMAT=json RUST_LOG=${RUST_LOG:-warn} SHOPMESH_RUN_DIR=$STACK_RUN_DIR
+    export GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT METRICS_ADDR=127.0.0.1:$(free_port)
+    # Every service of the binary's list on a free port of its own: in one process they find
+    # each other, and callers (grpcurl) find them in GRPC_<SERVICE>.
+    local svc _port _grpc addr
+    while IFS=$'\t' read -r svc _port _grpc; do
+        addr=127.0.0.1:$(free_port)
+        export "${svc^^}_GRPC_ADDR=$addr"
+        printf -v "GRPC_${svc^^}" '%s' "$addr"
+    done < <("$STACK_BIN" services)
+    export PRODUCT_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${name}_$STACK_UNIQUE
+    export MONGODB_DATABASE=${name}_$STACK_UNIQUE REDIS_KEY_PREFIX=$name:$STACK_UNIQUE:
+    export RATE_LIMIT_IP_PER_SECOND=$ip_rate RATE_LIMIT_IP_BURST=$ip_burst
+    export RATE_LIMIT_USER_PER_SECOND=100000 RATE_LIMIT_USER_BURST=100000
+    "$STACK_BIN" serve --target all >"$STACK_LOG" 2>&1 &
+    STACK_PID=$!
+    STACK_NGINX_PID=
+    trap stop_stack EXIT
+
+    "$ROOT/scripts/render-nginx" "$STACK_DIR" "127.0.0.1:$EDGE_PORT" "127.0.0.1:$GATEWAY_PORT" 100000r/s 100000 >/dev/null
+    "$NGINX_BIN" -p "$STACK_DIR" -c "$STACK_DIR/nginx.conf" -g 'daemon off;' 2>>"$RUN/$name-nginx.log" &
+    STACK_NGINX_PID=$!
+    EDGE=http://127.0.0.1:$EDGE_PORT
+    GATEWAY=http://127.0.0.1:$GATEWAY_PORT
+    for _ in $(seq 1 150); do
+        curl -fs "$EDGE/readyz" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    curl -fs "$EDGE/readyz" >/dev/null || { cat "$STACK_LOG" >&2; return 1; }
+
+    ADMIN_EMAIL=$name-admin@example.com
+    ADMIN_PASSWORD=Fuzz-Admin-Password-1
+    "$STACK_BIN" admin create --email "$ADMIN_EMAIL" --password "$ADMIN_PASSWORD" >/dev/null
+    ADMIN_TOKEN=$(curl -fs "$EDGE/api/auth/login" -H 'content-type: application/json' \
+        -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    export EDGE GATEWAY GATEWAY_PORT EDGE_PORT ADMIN_EMAIL ADMIN_PASSWORD ADMIN_TOKEN STACK_BIN STACK_LOG
+}
+
+# The EXIT trap of start_stack: stops shopmesh and nginx, drops the stack's databases.
+stop_stack() {
+    [ -n "${STACK_PID:-}" ] && kill "$STACK_PID" 2>/dev/null && wait "$STACK_PID" 2>/dev/null
+    if [ -n "${STACK_DIR:-}" ]; then
+        "$NGINX_BIN" -p "$STACK_DIR" -c "$STACK_DIR/nginx.conf" -s quit 2>/dev/null || true
+        [ -n "${STACK_NGINX_PID:-}" ] && wait "$STACK_NGINX_PID" 2>/dev/null
+        rm -rf "$STACK_DIR"
+    fi
+    if [ -n "${STACK_UNIQUE:-}" ]; then
+        dropdb -U postgres -h 127.0.0.1 --if-exists --force "${STACK_NAME}_$STACK_UNIQUE" 2>/dev/null || true
+    fi
+    true
+}

@@ -67,6 +67,11 @@ enum AdminCommand {
         #[arg(long, env = "SHOPMESH_ADMIN_PASSWORD", hide_env_values = true)]
         password: String,
     },
+    /// Rotate the access-token signing key: a new key signs from now on, the old one still
+    /// verifies until its tokens expire. With key files (the dev profile) a running user
+    /// service picks it up within seconds; with JWT_PRIVATE_KEY_PEM, prints the new key to
+    /// deploy (the old one goes to JWT_PREVIOUS_KEY_PEM).
+    RotateSigningKey,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,6 +142,9 @@ fn main() -> anyhow::Result<()> {
             Command::Admin {
                 command: AdminCommand::Create { email, password },
             } => admin_create(&env, &settings, &email, &password).await,
+            Command::Admin {
+                command: AdminCommand::RotateSigningKey,
+            } => rotate_signing_key(&env, &settings),
             Command::Openapi
             | Command::GrpcDocs
             | Command::Compose
@@ -145,6 +153,37 @@ fn main() -> anyhow::Result<()> {
             | Command::MeshKeys { .. } => Ok(()),
         }
     })
+}
+
+fn rotate_signing_key(env: &Env, settings: &Settings) -> anyhow::Result<()> {
+    let user = shopmesh_user::UserSettings::from_env(env)?;
+    if user.private_key_pem.is_some() {
+        // The key lives in the deployment's secrets, which this command cannot change.
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = key
+            .to_pkcs8_pem(Default::default())
+            .map_err(|_| anyhow::anyhow!("could not encode the new key"))?;
+        eprintln!(
+            "Deploy the user service with JWT_PREVIOUS_KEY_PEM set to the current JWT_PRIVATE_KEY_PEM \
+             and JWT_PRIVATE_KEY_PEM set to this new key (keep both until the old tokens have \
+             expired, {} s):",
+            user.access_ttl.as_secs()
+        );
+        print!("{}", pem.as_str());
+        return Ok(());
+    }
+    if settings.profile != shopmesh_platform::Profile::Dev {
+        anyhow::bail!("JWT_PRIVATE_KEY_PEM is required in the production profile");
+    }
+    let kid =
+        shopmesh_user::token::rotate_key_files(&settings.run_dir, &settings.jwt, user.access_ttl)?;
+    println!(
+        "access tokens are now signed with key {kid}; the previous key verifies until its tokens \
+         expire ({} s)",
+        user.access_ttl.as_secs()
+    );
+    Ok(())
 }
 
 async fn admin_create(

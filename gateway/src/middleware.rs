@@ -99,6 +99,9 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Longest a request with a token of an unknown key waits for the keys to be fetched again.
+const UNKNOWN_KEY_WAIT: Duration = Duration::from_millis(500);
+
 /// Path of the streamed product import, which runs under its own budget.
 const IMPORT_PATH: &str = "/api/admin/products/import";
 
@@ -190,19 +193,24 @@ pub async fn authenticate_and_limit(
     let verified = match header {
         None => None,
         Some(None) => Some(Err(Authentication::Refused)),
-        Some(Some(token)) => Some(match state.jwks.verifier().verify_session(&token) {
-            Ok((identity, session)) => Ok((identity, session, token)),
-            Err(AuthError::KeysUnavailable) => Err(Authentication::KeysUnavailable),
-            Err(AuthError::UnknownKey) => {
-                // Perhaps the user service rotated its key: look again (rate-limited).
-                state.jwks.request_refresh();
-                Err(Authentication::Refused)
+        Some(Some(token)) => {
+            let mut result = state.jwks.verifier().verify_session(&token);
+            // Perhaps the user service rotated its key: fetch the keys again (rate-limited)
+            // and give the token a second look once they are in.
+            if matches!(result, Err(AuthError::UnknownKey))
+                && state.jwks.refresh_for_unknown_key(UNKNOWN_KEY_WAIT).await
+            {
+                result = state.jwks.verifier().verify_session(&token);
             }
-            Err(err) => {
-                tracing::debug!(error = %err, "access token refused");
-                Err(Authentication::Refused)
-            }
-        }),
+            Some(match result {
+                Ok((identity, session)) => Ok((identity, session, token)),
+                Err(AuthError::KeysUnavailable) => Err(Authentication::KeysUnavailable),
+                Err(err) => {
+                    tracing::debug!(error = %err, "access token refused");
+                    Err(Authentication::Refused)
+                }
+            })
+        }
     };
     if let Some(Ok((identity, ..))) = &verified
         && let Err(not_until) = state.limiters.per_user.check_key(&identity.user_id)

@@ -138,3 +138,67 @@ async fn malformed_refresh_tokens_are_401_not_500() {
         .await;
     assert_eq!(logout.status, 204);
 }
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .unwrap()
+        .kid
+        .expect("kid")
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_signs_new_tokens_while_old_ones_still_verify() {
+    let app = spawn_app().await;
+    let admin = app.admin("rotate-admin@example.com").await;
+    let old = app.customer("rotate@example.com").await;
+
+    // Rotate as an operator would, against this installation's key files.
+    let rotated = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["admin", "rotate-signing-key"])
+        .env_clear()
+        .env("SHOPMESH_RUN_DIR", app.env.raw("SHOPMESH_RUN_DIR").unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains("now signed with key"));
+
+    // The running user service picks the new key up within seconds, without a restart.
+    let mut new = None;
+    for _ in 0..50 {
+        let (token, _) = app.login("rotate@example.com").await;
+        if kid(&token) != kid(&old) {
+            new = Some(token);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let new = new.expect("new tokens are signed with the new key");
+
+    // The first token of the new key verifies at once (the edge fetches the keys again), and
+    // the old key's tokens keep working until they expire.
+    assert_eq!(app.get("/api/users/me", Some(&new)).await.status, 200);
+    assert_eq!(app.get("/api/users/me", Some(&old)).await.status, 200);
+    let jwks = app.get("/.well-known/jwks.json", None).await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    assert!(kids.contains(&kid(&new).as_str()) && kids.contains(&kid(&old).as_str()));
+    // Admin tokens signed before the rotation still reach the services behind the gateway.
+    let category = app
+        .post(
+            "/api/admin/categories",
+            json!({"name": "Rotated", "slug": "rotated"}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(category.status, 201, "{}", category.text);
+}

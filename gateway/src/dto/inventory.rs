@@ -84,11 +84,39 @@ pub enum AdjustReason {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
-    /// Non-zero; negative removes stock (never below what is reserved).
-    #[schema(example = 25)]
+    #[schema(schema_with = non_zero_delta)]
     pub delta: i32,
     pub reason: AdjustReason,
+    /// At most 500 characters; line breaks and tabs are allowed, other control or invisible
+    /// (zero-width, bidi) characters are not (surrounding whitespace is trimmed).
+    #[schema(
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
+        max_length = 500
+    )]
     pub note: Option<String>,
+}
+
+/// A non-zero 32-bit change of on_hand.
+fn non_zero_delta() -> utoipa::openapi::Schema {
+    use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Type};
+    let range = |min: i32, max: i32| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int32,
+            )))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    let delta = OneOfBuilder::new()
+        .item(range(i32::MIN, -1))
+        .item(range(1, i32::MAX))
+        .description(Some(
+            "Non-zero; negative removes stock (never below what is reserved: 409).",
+        ))
+        .examples([25])
+        .build();
+    utoipa::openapi::Schema::OneOf(delta)
 }
 
 #[derive(Serialize, ToSchema)]

@@ -15,11 +15,130 @@ use crate::dto::non_empty;
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyBody {
-    /// Minor units, e.g. 1999 for 19.99.
-    #[schema(example = 1999)]
+    /// Minor units, e.g. 1999 for 19.99: positive, at most 1000000000.
+    #[schema(example = 1999, minimum = 1, maximum = 1_000_000_000)]
     pub amount: i64,
-    #[schema(example = "USD")]
+    #[schema(schema_with = catalog_currency)]
     pub currency: String,
+}
+
+/// Characters no single-line text may hold: control characters (Unicode Cc) and invisible or
+/// text-direction characters (zero-width, bidi controls, BOM).
+macro_rules! no_control {
+    () => {
+        r"\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF"
+    };
+}
+
+/// An absolute http(s) URL with a host, printable ASCII only (percent-encode the rest).
+const IMAGE_URL_PATTERN: &str = "^https?://[!-\"$-.0->@-~][!-~]*$";
+
+fn string_schema(pattern: &str, min_length: usize, max_length: usize) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(min_length))
+        .max_length(Some(max_length))
+        .build()
+}
+
+/// The currency of a price: the catalog's.
+fn catalog_currency() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["USD"]))
+        .pattern(Some("^[A-Z]{3}$"))
+        .examples(["USD"])
+        .description(Some(
+            "The catalog currency (USD), an ISO 4217 code: every price is in it (lower case is \
+             accepted and normalised).",
+        ))
+        .build()
+}
+
+/// The category of a product (see [`optional_uuid`]).
+fn category_ref() -> utoipa::openapi::Schema {
+    optional_uuid(
+        "An existing category (its UUID); empty, null or absent for none (422 when unknown).",
+    )
+}
+
+/// The parent of a category (see [`optional_uuid`]).
+fn parent_ref() -> utoipa::openapi::Schema {
+    optional_uuid(
+        "An existing category (its UUID); empty, null or absent for a root category (422 when \
+         unknown).",
+    )
+}
+
+/// An optional reference by id: a UUID, or empty (or null) for none.
+fn optional_uuid(description: &str) -> utoipa::openapi::Schema {
+    use utoipa::openapi::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let reference = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .description(Some(description))
+        .build();
+    utoipa::openapi::Schema::OneOf(reference)
+}
+
+/// Up to 10 image URLs.
+fn image_urls() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::Array,
+            utoipa::openapi::Type::Null,
+        ]))
+        .items(string_schema(IMAGE_URL_PATTERN, 8, 2048))
+        .max_items(Some(10))
+        .description(Some(
+            "At most 10 absolute http(s) URLs with a host, each at most 2048 bytes, without \
+             whitespace or control characters (surrounding whitespace is trimmed).",
+        ))
+        .build()
+}
+
+/// A JSON object of free-form attributes.
+fn attributes() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Type};
+    let value = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(ObjectBuilder::new().schema_type(Type::Array))
+        .item(ObjectBuilder::new().schema_type(Type::Object));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .property_names(Some(string_schema(
+            concat!("^[^", no_control!(), "]*$"),
+            1,
+            100,
+        )))
+        .additional_properties(Some(utoipa::openapi::Schema::OneOf(value.build())))
+        .description(Some(
+            "Free-form JSON object. Keys are 1 to 100 characters without control characters; \
+             strings anywhere inside hold no control characters other than line breaks and \
+             tabs; numbers are finite; nesting is at most 8 levels deep (the object itself is \
+             level 1) and the whole object is at most 16384 bytes as JSON.",
+        ))
+        .build()
 }
 
 /// A product of the catalog.
@@ -102,19 +221,46 @@ pub struct SearchQuery {
 #[derive(Deserialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewProductBody {
-    #[schema(example = "TSHIRT-RED-M")]
+    /// 2 to 40 letters, digits or dashes, starting and ending with a letter or digit; unique
+    /// (surrounding whitespace is trimmed, lower case is normalised to upper case).
+    #[schema(
+        example = "TSHIRT-RED-M",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}[A-Za-z0-9]$",
+        min_length = 2,
+        max_length = 40
+    )]
     pub sku: String,
-    #[schema(example = "Red T-shirt, M")]
+    /// 1 to 200 characters, not blank, without control or invisible (zero-width, bidi)
+    /// characters (surrounding whitespace is trimmed).
+    #[schema(
+        example = "Red T-shirt, M",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF][^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
+        min_length = 1,
+        max_length = 200
+    )]
     pub name: String,
+    /// At most 5000 characters; line breaks and tabs are allowed, other control or invisible
+    /// characters are not (surrounding whitespace is trimmed).
+    #[schema(
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
+        max_length = 5000
+    )]
     pub description: Option<String>,
+    #[schema(schema_with = category_ref)]
     pub category_id: Option<String>,
     pub price: MoneyBody,
+    #[schema(schema_with = image_urls)]
     pub image_urls: Option<Vec<String>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = attributes)]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
     /// Default true.
     pub active: Option<bool>,
+    /// Units received into stock at once: not negative (default 0).
+    #[schema(minimum = 0, maximum = 2_147_483_647)]
     pub initial_stock: Option<i32>,
+    /// Available stock at or below which the product counts as low on stock: not negative;
+    /// 0 or absent takes the default (5).
+    #[schema(minimum = 0, maximum = 2_147_483_647)]
     pub low_stock_threshold: Option<i32>,
 }
 
@@ -122,12 +268,27 @@ pub struct NewProductBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceProductBody {
+    /// 1 to 200 characters, not blank, without control or invisible (zero-width, bidi)
+    /// characters (surrounding whitespace is trimmed).
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF][^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
+        min_length = 1,
+        max_length = 200
+    )]
     pub name: String,
+    /// At most 5000 characters; line breaks and tabs are allowed, other control or invisible
+    /// characters are not (surrounding whitespace is trimmed).
+    #[schema(
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
+        max_length = 5000
+    )]
     pub description: Option<String>,
+    #[schema(schema_with = category_ref)]
     pub category_id: Option<String>,
     pub price: MoneyBody,
+    #[schema(schema_with = image_urls)]
     pub image_urls: Option<Vec<String>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = attributes)]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
     pub active: bool,
 }
@@ -135,12 +296,24 @@ pub struct ReplaceProductBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryBody {
-    #[schema(example = "Running shoes")]
+    /// 1 to 100 characters, not blank, without control or invisible (zero-width, bidi)
+    /// characters (surrounding whitespace is trimmed).
+    #[schema(
+        example = "Running shoes",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF][^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
+        min_length = 1,
+        max_length = 100
+    )]
     pub name: String,
-    /// Lower case, digits and dashes; unique.
-    #[schema(example = "running-shoes")]
+    /// Lower-case letters and digits joined by single dashes, at most 100 characters; unique.
+    #[schema(
+        example = "running-shoes",
+        pattern = "^[a-z0-9]+(-[a-z0-9]+)*$",
+        min_length = 1,
+        max_length = 100
+    )]
     pub slug: String,
-    /// Empty or absent for a root category.
+    #[schema(schema_with = parent_ref)]
     pub parent_id: Option<String>,
 }
 

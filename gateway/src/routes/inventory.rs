@@ -14,7 +14,7 @@ use crate::state::AppState;
 #[utoipa::path(
     get, path = "/api/admin/inventory/{sku}", tag = "admin",
     security(("bearer" = [])),
-    params(("sku" = String, Path, description = "Stock-keeping unit"), MovementQuery),
+    params(("sku" = String, Path, description = "Stock-keeping unit: 2 to 40 letters, digits or dashes, starting and ending with a letter or digit (case-insensitive)", pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}[A-Za-z0-9]$", min_length = 2, max_length = 40), MovementQuery),
     responses(
         (status = 200, description = "Level and history", body = InventoryResponse),
         (status = 400, description = "Malformed cursor or page size over the cap", body = ProblemDoc, content_type = PROBLEM),
@@ -57,8 +57,12 @@ pub async fn get_inventory(
 #[utoipa::path(
     post, path = "/api/admin/inventory/{sku}/adjust", tag = "admin",
     security(("bearer" = [])),
-    params(("sku" = String, Path, description = "Stock-keeping unit")),
-    request_body = AdjustBody,
+    params(("sku" = String, Path, description = "Stock-keeping unit: 2 to 40 letters, digits or dashes, starting and ending with a letter or digit (case-insensitive)", pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}[A-Za-z0-9]$", min_length = 2, max_length = 40)),
+    request_body(content = AdjustBody, example = json!({
+        "delta": 25,
+        "reason": "receiving",
+        "note": "Delivery 2026-12-01"
+    })),
     responses(
         (status = 200, description = "The new level and its movement", body = AdjustResponse),
         (status = 403, description = "Not an admin", body = ProblemDoc, content_type = PROBLEM),

@@ -100,7 +100,7 @@ pub async fn search(
 /// One product by id (soft-deleted products stay readable, with `deleted_at` set).
 #[utoipa::path(
     get, path = "/api/products/{id}", tag = "catalog",
-    params(("id" = String, Path, description = "Product id")),
+    params(("id" = String, Path, format = Uuid, description = "Product id (a UUID)")),
     responses(
         (status = 200, description = "The product; its version is in the ETag header", body = ProductResponse),
         (status = 404, description = "No such product", body = ProblemDoc, content_type = PROBLEM),
@@ -126,7 +126,7 @@ pub async fn get_product(
 /// One product by SKU.
 #[utoipa::path(
     get, path = "/api/products/sku/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "Stock-keeping unit")),
+    params(("sku" = String, Path, description = "Stock-keeping unit: 2 to 40 letters, digits or dashes, starting and ending with a letter or digit (case-insensitive)", pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}[A-Za-z0-9]$", min_length = 2, max_length = 40)),
     responses(
         (status = 200, description = "The product; its version is in the ETag header", body = ProductResponse),
         (status = 404, description = "No such product", body = ProblemDoc, content_type = PROBLEM),
@@ -182,7 +182,10 @@ pub async fn list_categories(
 #[utoipa::path(
     post, path = "/api/admin/categories", tag = "admin",
     security(("bearer" = [])),
-    request_body = CategoryBody,
+    request_body(content = CategoryBody, example = json!({
+        "name": "Running shoes",
+        "slug": "running-shoes"
+    })),
     responses(
         (status = 201, description = "Created", body = CategoryResponse),
         (status = 403, description = "Not an admin", body = ProblemDoc, content_type = PROBLEM),
@@ -218,7 +221,17 @@ pub async fn create_category(
 #[utoipa::path(
     post, path = "/api/admin/products", tag = "admin",
     security(("bearer" = [])),
-    request_body = NewProductBody,
+    request_body(content = NewProductBody, example = json!({
+        "sku": "TSHIRT-RED-M",
+        "name": "Red T-shirt, M",
+        "description": "100% cotton.",
+        "price": {"amount": 1999, "currency": "USD"},
+        "image_urls": ["https://images.example.com/tshirt-red.jpg"],
+        "attributes": {"color": "red", "size": "M"},
+        "active": true,
+        "initial_stock": 25,
+        "low_stock_threshold": 5
+    })),
     responses(
         (status = 201, description = "Created; the version is in the ETag header", body = ProductResponse),
         (status = 403, description = "Not an admin", body = ProblemDoc, content_type = PROBLEM),
@@ -255,10 +268,17 @@ pub async fn create_product(
     put, path = "/api/admin/products/{id}", tag = "admin",
     security(("bearer" = [])),
     params(
-        ("id" = String, Path, description = "Product id"),
-        ("If-Match" = String, Header, description = "The ETag of the product as read"),
+        ("id" = String, Path, format = Uuid, description = "Product id (a UUID)"),
+        ("If-Match" = String, Header, description = "The ETag of the product as read (`\"v<version>\"`, optionally weak `W/`), or `*` for whatever version is current", pattern = r#"^(\*|(W/)?"v[1-9][0-9]{0,17}")$"#),
     ),
-    request_body = ReplaceProductBody,
+    request_body(content = ReplaceProductBody, example = json!({
+        "name": "Red T-shirt, M",
+        "description": "100% cotton.",
+        "price": {"amount": 1999, "currency": "USD"},
+        "image_urls": ["https://images.example.com/tshirt-red.jpg"],
+        "attributes": {"color": "red", "size": "M"},
+        "active": true
+    })),
     responses(
         (status = 200, description = "Updated; the new version is in the ETag header", body = ProductResponse),
         (status = 403, description = "Not an admin", body = ProblemDoc, content_type = PROBLEM),
@@ -317,8 +337,8 @@ pub async fn replace_product(
     delete, path = "/api/admin/products/{id}", tag = "admin",
     security(("bearer" = [])),
     params(
-        ("id" = String, Path, description = "Product id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the product as read"),
+        ("id" = String, Path, format = Uuid, description = "Product id (a UUID)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The ETag of the product as read (`\"v<version>\"`, optionally weak `W/`), or `*` for any version", pattern = r#"^(\*|(W/)?"v[1-9][0-9]{0,17}")$"#),
     ),
     responses(
         (status = 204, description = "Deleted"),

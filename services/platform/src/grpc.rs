@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,9 @@ use tracing::Instrument;
 
 use shopmesh_contracts::{Access, MethodPolicy, policy};
 
-use crate::auth::{Identity, TokenVerifier, bearer_token};
+use crate::auth::{AuthError, Identity, TokenVerifier, bearer_token};
 use crate::identity::{SERVICE_TOKEN, ServiceIdentity, ServiceVerifier};
+use crate::jwks::JwksCache;
 use crate::settings::GrpcServerSettings;
 use crate::shutdown::Shutdown;
 
@@ -65,6 +67,9 @@ pub struct GuardConfig {
     pub users: TokenVerifier,
     pub services: ServiceVerifier,
     pub limits: GrpcServerSettings,
+    /// Where `users` gets its keys: asked to fetch again when a token names an unknown key
+    /// (the user service may have rotated it). `None` when the verifier holds its own keys.
+    pub jwks: Option<Arc<JwksCache>>,
 }
 
 /// Collects the services of one gRPC server.
@@ -361,8 +366,24 @@ fn status_response(status: Status) -> http::Response<Body> {
     status.into_http()
 }
 
+/// Why the guard did not let a call through.
+enum Refusal {
+    Status(Status),
+    /// The user token names a key the verifier does not know (yet).
+    UnknownKey,
+}
+
+impl From<Status> for Refusal {
+    fn from(status: Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+/// Longest a call with a token of an unknown key waits for the keys to be fetched again.
+const UNKNOWN_KEY_WAIT: Duration = Duration::from_millis(500);
+
 impl<S> MethodGuard<S> {
-    fn check<B>(&self, request: &mut http::Request<B>) -> Result<Option<Duration>, Status> {
+    fn check<B>(&self, request: &mut http::Request<B>) -> Result<Option<Duration>, Refusal> {
         let path = request.uri().path();
         if open_to_all(path) {
             return Ok(None);
@@ -381,7 +402,11 @@ impl<S> MethodGuard<S> {
                     .ok_or_else(|| Status::unauthenticated("invalid access token"))?;
                 Some(self.config.users.verify(token).map_err(|err| {
                     tracing::debug!(error = %err, "access token refused");
-                    Status::unauthenticated("invalid access token")
+                    if matches!(err, AuthError::UnknownKey) {
+                        Refusal::UnknownKey
+                    } else {
+                        Refusal::Status(Status::unauthenticated("invalid access token"))
+                    }
                 })?)
             }
         };
@@ -440,19 +465,58 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         match self.check(&mut request) {
-            Err(status) => Box::pin(std::future::ready(Ok(status_response(status)))),
-            Ok(None) => Box::pin(self.inner.call(request)),
-            Ok(Some(budget)) => {
-                let future = self.inner.call(request);
+            Err(Refusal::Status(status)) => {
+                Box::pin(std::future::ready(Ok(status_response(status))))
+            }
+            Err(Refusal::UnknownKey) => {
+                // Perhaps the user service rotated its key: fetch the keys again (rate-limited)
+                // and look at the call once more. The ready inner service goes with the call.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let mut guard = Self {
+                    inner,
+                    config: self.config.clone(),
+                };
                 Box::pin(async move {
-                    match tokio::time::timeout(budget, future).await {
-                        Ok(response) => response,
-                        Err(_) => Ok(status_response(Status::deadline_exceeded(
-                            "the call ran past its deadline",
-                        ))),
+                    let refreshed = match &guard.config.jwks {
+                        Some(jwks) => jwks.refresh_for_unknown_key(UNKNOWN_KEY_WAIT).await,
+                        None => false,
+                    };
+                    let unknown = || Status::unauthenticated("invalid access token");
+                    match (refreshed, guard.check(&mut request)) {
+                        (true, Ok(budget)) => guard.run(request, budget).await,
+                        (_, Err(Refusal::Status(status))) => Ok(status_response(status)),
+                        _ => Ok(status_response(unknown())),
                     }
                 })
             }
+            Ok(budget) => self.run(request, budget),
+        }
+    }
+}
+
+impl<S> MethodGuard<S> {
+    /// Runs an admitted call, bounded by its budget.
+    fn run<B>(
+        &mut self,
+        request: http::Request<B>,
+        budget: Option<Duration>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+        S::Future: Send + 'static,
+    {
+        let future = self.inner.call(request);
+        match budget {
+            None => Box::pin(future),
+            Some(budget) => Box::pin(async move {
+                match tokio::time::timeout(budget, future).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(status_response(Status::deadline_exceeded(
+                        "the call ran past its deadline",
+                    ))),
+                }
+            }),
         }
     }
 }

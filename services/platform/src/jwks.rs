@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use shopmesh_contracts::user::GetJwksRequest;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::auth::{Jwk, TokenVerifier};
 use crate::client::MeshChannel;
@@ -16,6 +16,8 @@ use crate::shutdown::Shutdown;
 const JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// Fastest a refresh may be forced by tokens with an unknown key id.
 const JWKS_FORCED_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// How long after a forced refresh callers may still wait for it to land.
+const JWKS_FORCED_IN_FLIGHT: Duration = Duration::from_secs(1);
 
 /// The user service's public keys, fetched over gRPC and kept fresh in the background.
 pub struct JwksCache {
@@ -23,6 +25,16 @@ pub struct JwksCache {
     keys: RwLock<Vec<Jwk>>,
     refresh: Notify,
     last_forced: Mutex<Option<Instant>>,
+    /// Counts successful fetches, so a caller can wait for the next one.
+    generation: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("loaded", &self.is_loaded())
+            .finish_non_exhaustive()
+    }
 }
 
 impl JwksCache {
@@ -32,6 +44,7 @@ impl JwksCache {
             keys: RwLock::new(Vec::new()),
             refresh: Notify::new(),
             last_forced: Mutex::new(None),
+            generation: watch::Sender::new(0),
         }
     }
 
@@ -47,15 +60,35 @@ impl JwksCache {
         self.verifier.has_keys()
     }
 
-    /// Asks the background task to fetch the keys now, at most once per interval.
-    pub fn request_refresh(&self) {
+    /// Asks the background task to fetch the keys now, at most once per interval. True when
+    /// a fetch was asked for or one was asked for just now (so one is under way).
+    pub fn request_refresh(&self) -> bool {
         let Ok(mut last) = self.last_forced.lock() else {
-            return;
+            return false;
         };
-        if last.is_none_or(|at| at.elapsed() >= JWKS_FORCED_MIN_INTERVAL) {
-            *last = Some(Instant::now());
-            self.refresh.notify_one();
+        match *last {
+            Some(at) if at.elapsed() < JWKS_FORCED_IN_FLIGHT => true,
+            Some(at) if at.elapsed() < JWKS_FORCED_MIN_INTERVAL => false,
+            _ => {
+                *last = Some(Instant::now());
+                self.refresh.notify_one();
+                true
+            }
         }
+    }
+
+    /// A token names a key this cache does not know: perhaps the user service rotated its
+    /// key. Asks for a fetch (rate-limited) and waits, at most `wait`, for it to land, so the
+    /// first tokens of a new key verify instead of failing. False when no fetch is coming.
+    pub async fn refresh_for_unknown_key(&self, wait: Duration) -> bool {
+        let mut fetched = self.generation.subscribe();
+        let before = *fetched.borrow_and_update();
+        if !self.request_refresh() {
+            return false;
+        }
+        tokio::time::timeout(wait, fetched.wait_for(|generation| *generation > before))
+            .await
+            .is_ok_and(|changed| changed.is_ok())
     }
 
     async fn fetch(
@@ -79,6 +112,7 @@ impl JwksCache {
         if let Ok(mut guard) = self.keys.write() {
             *guard = keys;
         }
+        self.generation.send_modify(|generation| *generation += 1);
         Ok(())
     }
 

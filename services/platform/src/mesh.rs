@@ -175,8 +175,8 @@ pub struct Context {
     pub name: &'static str,
     pub env: Env,
     pub settings: Settings,
-    /// Verifies user access tokens with the user service's public keys.
-    pub users: TokenVerifier,
+    /// The user service's public keys (JWKS), which verify user access tokens.
+    pub jwks: Arc<JwksCache>,
     /// This service's own identity, for the calls it makes.
     pub identity: ServiceSigner,
     pub keys: MeshKeys,
@@ -187,9 +187,10 @@ impl Context {
     /// The method guard of this process: user tokens, service tokens, server time limits.
     pub fn guard(&self) -> GuardConfig {
         GuardConfig {
-            users: self.users.clone(),
+            users: self.jwks.verifier().clone(),
             services: self.keys.verifier().clone(),
             limits: self.settings.grpc_server,
+            jwks: Some(self.jwks.clone()),
         }
     }
 
@@ -415,7 +416,7 @@ impl Mesh {
                 name: service.name(),
                 env: env.clone(),
                 settings: settings.clone(),
-                users: jwks.verifier().clone(),
+                jwks: jwks.clone(),
                 identity: keys.signer(service.name())?,
                 keys: keys.clone(),
                 peers: peers.clone(),

@@ -24,7 +24,7 @@ use shopmesh_platform::settings::{Env, Secret, SettingsError};
 use crate::repo::{MongoUserRepo, RedisRefreshTokens, UserRepo};
 use crate::service::UserService;
 use crate::throttle::{LoginThrottlePolicy, RedisLoginThrottle};
-use crate::token::TokenSigner;
+use crate::token::{SigningKeys, TokenSigner};
 
 /// gRPC service name, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "shopmesh.user.v1.UserService";
@@ -38,6 +38,8 @@ pub struct UserSettings {
     pub redis_key_prefix: String,
     /// Ed25519 PKCS#8 PEM; without it the dev profile generates one per installation.
     pub private_key_pem: Option<Secret>,
+    /// The key a rotation retired, still published so that its tokens verify until they expire.
+    pub previous_key_pem: Option<Secret>,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
 }
@@ -50,16 +52,18 @@ impl UserSettings {
             redis_url: env.store_url("REDIS_URL", "redis://127.0.0.1:6379")?,
             redis_key_prefix: env.string("REDIS_KEY_PREFIX", "shopmesh:"),
             private_key_pem: env.secret("JWT_PRIVATE_KEY_PEM"),
+            previous_key_pem: env.secret("JWT_PREVIOUS_KEY_PEM"),
             access_ttl: env.secs("ACCESS_TOKEN_TTL_SECS", "900")?,
             refresh_ttl: env.secs("REFRESH_TOKEN_TTL_SECS", "2592000")?,
         })
     }
 }
 
-/// The access-token signer of this installation (refusing a missing key in production).
-pub fn signer(settings: &Settings, user: &UserSettings) -> anyhow::Result<TokenSigner> {
-    Ok(TokenSigner::load(
+/// The access-token signing keys of this installation (refusing a missing key in production).
+pub fn signing_keys(settings: &Settings, user: &UserSettings) -> anyhow::Result<SigningKeys> {
+    Ok(SigningKeys::load(
         user.private_key_pem.as_ref(),
+        user.previous_key_pem.as_ref(),
         settings.profile,
         &settings.run_dir,
         &settings.jwt,
@@ -67,9 +71,17 @@ pub fn signer(settings: &Settings, user: &UserSettings) -> anyhow::Result<TokenS
     )?)
 }
 
+/// The signer of new access tokens of this installation.
+pub fn signer(settings: &Settings, user: &UserSettings) -> anyhow::Result<TokenSigner> {
+    Ok(signing_keys(settings, user)?.current()?)
+}
+
+/// How often the user service looks for a rotated key file.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Connects the stores of the user service.
 pub async fn connect(settings: &Settings, user: &UserSettings) -> anyhow::Result<Arc<UserService>> {
-    let signer = signer(settings, user)?;
+    let keys = signing_keys(settings, user)?;
     let users = MongoUserRepo::connect(user.mongodb_url.expose(), &user.mongodb_database).await?;
     let tokens = RedisRefreshTokens::connect(
         user.redis_url.expose(),
@@ -87,7 +99,7 @@ pub async fn connect(settings: &Settings, user: &UserSettings) -> anyhow::Result
     Ok(Arc::new(UserService::new(
         Arc::new(users),
         Arc::new(tokens),
-        signer,
+        keys,
         Arc::new(throttle),
         Arc::new(RevocationCheck::new(Arc::new(sessions))),
     )))
@@ -131,6 +143,7 @@ impl Service for User {
                 "JWT_PRIVATE_KEY_PEM",
                 "${JWT_PRIVATE_KEY_PEM:?set JWT_PRIVATE_KEY_PEM (an Ed25519 PKCS#8 PEM)}",
             ),
+            ("JWT_PREVIOUS_KEY_PEM", "${JWT_PREVIOUS_KEY_PEM:-}"),
             ("ACCESS_TOKEN_TTL_SECS", "${ACCESS_TOKEN_TTL_SECS:-900}"),
             (
                 "REFRESH_TOKEN_TTL_SECS",
@@ -148,26 +161,49 @@ impl Service for User {
             let user = UserSettings::from_env(&ctx.env)?;
             // The key check comes first: production must refuse a missing key before anything
             // else happens.
-            let signer = signer(&ctx.settings, &user)?;
+            signing_keys(&ctx.settings, &user)?;
             migrate(&user).await?;
             let service = connect(&ctx.settings, &user).await?;
-            // The user service holds its keys: it verifies tokens with them directly, and also
-            // trusts what the JWKS cache learns (keys it published earlier).
+            // The user service holds its keys: it verifies tokens with them directly.
             let own = TokenVerifier::with_keys(
                 &ctx.settings.jwt.issuer,
                 &ctx.settings.jwt.audience,
-                &[signer.jwk().clone()],
+                &service.jwks(),
             );
             let mut guard = ctx.guard();
             guard.users = own.clone();
+            guard.jwks = None;
             let server = shopmesh_platform::grpc::GrpcServerBuilder::new(guard).add_service(
-                UserServiceServer::new(grpc::UserGrpc::new(service.clone(), own)),
+                UserServiceServer::new(grpc::UserGrpc::new(service.clone(), own.clone())),
             );
             let ready = service.clone();
-            Ok(Built::new(server).ready(Arc::new(move || {
-                let service = ready.clone();
-                async move { service.ready().await.map_err(|err| err.to_string()) }.boxed()
-            })))
+            let rotating = service.clone();
+            Ok(Built::new(server)
+                .ready(Arc::new(move || {
+                    let service = ready.clone();
+                    async move { service.ready().await.map_err(|err| err.to_string()) }.boxed()
+                }))
+                // A rotated key file takes effect without a restart: new tokens are signed with
+                // it, and both keys verify (here and, through the JWKS, everywhere else).
+                .task(Box::new(move |stop| {
+                    async move {
+                        let mut ticker = tokio::time::interval(KEY_RELOAD_INTERVAL);
+                        let stopped = stop.wait();
+                        tokio::pin!(stopped);
+                        loop {
+                            tokio::select! {
+                                () = &mut stopped => break,
+                                _ = ticker.tick() => {}
+                            }
+                            match rotating.keys().reload() {
+                                Ok(true) => own.set_keys(&rotating.jwks()),
+                                Ok(false) => {}
+                                Err(err) => tracing::warn!(error = %err, "could not re-read the signing keys"),
+                            }
+                        }
+                    }
+                    .boxed()
+                })))
         }
         .boxed()
     }

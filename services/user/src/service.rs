@@ -10,7 +10,7 @@ use shopmesh_platform::auth::{Identity, Jwk, LEEWAY_SECS, Role, Session, Tier};
 use shopmesh_platform::revocation::{RevocationCheck, RevocationError};
 use shopmesh_platform::{cursor, page};
 
-use crate::token::TokenSigner;
+use crate::token::SigningKeys;
 use shopmesh_platform::problem::FieldError;
 
 use crate::domain::{
@@ -64,7 +64,7 @@ pub struct UserPage {
 pub struct UserService {
     users: Arc<dyn UserRepo>,
     refresh_tokens: Arc<dyn RefreshTokens>,
-    signer: TokenSigner,
+    keys: SigningKeys,
     throttle: Arc<dyn LoginThrottle>,
     /// Ended sessions and token versions: written here, checked on every authenticated call.
     sessions: Arc<RevocationCheck>,
@@ -139,14 +139,14 @@ impl UserService {
     pub fn new(
         users: Arc<dyn UserRepo>,
         refresh_tokens: Arc<dyn RefreshTokens>,
-        signer: TokenSigner,
+        keys: SigningKeys,
         throttle: Arc<dyn LoginThrottle>,
         sessions: Arc<RevocationCheck>,
     ) -> Self {
         Self {
             users,
             refresh_tokens,
-            signer,
+            keys,
             throttle,
             sessions,
         }
@@ -159,11 +159,18 @@ impl UserService {
 
     /// How long an ended session must be remembered: until every access token of it expired.
     fn session_memory(&self) -> std::time::Duration {
-        self.signer.ttl() + std::time::Duration::from_secs(LEEWAY_SECS)
+        self.keys.ttl() + std::time::Duration::from_secs(LEEWAY_SECS)
     }
 
+    /// The keys that verify this service's tokens (the current one, and the previous one
+    /// after a rotation).
     pub fn jwks(&self) -> Vec<Jwk> {
-        vec![self.signer.jwk().clone()]
+        self.keys.jwks()
+    }
+
+    /// The signing keys, for the reload after a rotation.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
     }
 
     /// Checks both stores answer.
@@ -303,14 +310,17 @@ impl UserService {
             id: session_id,
             version,
         };
-        let access_token = self
-            .signer
+        let signer = self
+            .keys
+            .current()
+            .map_err(|err| Error::Internal(anyhow::anyhow!("signing key: {err}")))?;
+        let access_token = signer
             .sign_session(&identity(&user), &session)
             .map_err(|err| Error::Internal(anyhow::anyhow!("signing: {err}")))?;
         Ok(Tokens {
             access_token,
             refresh_token,
-            expires_in: self.signer.ttl().as_secs(),
+            expires_in: signer.ttl().as_secs(),
         })
     }
 

@@ -4,8 +4,15 @@
 //! The key comes from `JWT_PRIVATE_KEY_PEM`. Without it, the dev profile generates a fresh
 //! Ed25519 key for this installation into `<SHOPMESH_RUN_DIR>/keys/user-token.pem` (mode 0600)
 //! on first start and reuses it afterwards; production refuses to start. No key is compiled in.
+//!
+//! Rotation keeps two keys: the current one signs, the previous one is still published in the
+//! JWKS so that tokens it signed verify until they expire. With key files (the dev profile),
+//! `shopmesh admin rotate-signing-key` moves the current key to `user-token.previous.pem` and
+//! generates a new one; a running user service picks the change up within seconds. With
+//! `JWT_PRIVATE_KEY_PEM`, the previous key is `JWT_PREVIOUS_KEY_PEM`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -37,6 +44,195 @@ pub enum KeyError {
 /// Where the dev profile keeps its generated signing key.
 pub fn dev_key_path(run_dir: &Path) -> PathBuf {
     run_dir.join("keys").join("user-token.pem")
+}
+
+/// Where the dev profile keeps the key a rotation retired (verify only).
+pub fn dev_previous_key_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("keys").join("user-token.previous.pem")
+}
+
+fn read_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::BadKeyFile(path.to_owned()))
+}
+
+fn write_private(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let pem = key
+        .to_pkcs8_pem(Default::default())
+        .map_err(|_| KeyError::BadKey)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    use std::io::Write;
+    file.write_all(pem.as_bytes()).map_err(io)
+}
+
+/// Rotates the dev profile's key files: the current key becomes the previous one (replacing
+/// any older previous key, whose tokens have long expired if rotations are at least one
+/// access-token lifetime apart), and a new key becomes current. Returns the new key id.
+pub fn rotate_key_files(
+    run_dir: &Path,
+    jwt: &JwtSettings,
+    ttl: Duration,
+) -> Result<String, KeyError> {
+    let current = dev_key_path(run_dir);
+    let previous = dev_previous_key_path(run_dir);
+    let old = load_or_generate(&current)?;
+    let new = SigningKey::generate(&mut rand::rngs::OsRng);
+    // The previous key is written first: a reader that sees the new current key always finds
+    // the old one beside it.
+    write_private(&previous, &old)?;
+    let staged = current.with_extension("pem.new");
+    write_private(&staged, &new)?;
+    std::fs::rename(&staged, &current).map_err(|source| KeyError::Io {
+        path: current.clone(),
+        source,
+    })?;
+    Ok(TokenSigner::from_key(&new, jwt, ttl)?.jwk().kid.clone())
+}
+
+/// Where the signing keys come from.
+#[derive(Clone, Debug)]
+enum KeySource {
+    /// `JWT_PRIVATE_KEY_PEM` (and `JWT_PREVIOUS_KEY_PEM`): fixed for the life of the process.
+    Settings,
+    /// The dev profile's key files, re-read when they change.
+    Files(PathBuf),
+}
+
+/// The current signer and the previous key, swapped as a whole on rotation.
+#[derive(Clone)]
+struct Ring {
+    current: TokenSigner,
+    previous: Option<Jwk>,
+}
+
+/// The user service's signing keys: the current one signs, both verify.
+#[derive(Clone)]
+pub struct SigningKeys {
+    ring: Arc<RwLock<Ring>>,
+    source: KeySource,
+    jwt: JwtSettings,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeys {
+    /// The configured keys, or the dev profile's key files (generated when missing).
+    pub fn load(
+        pem: Option<&Secret>,
+        previous_pem: Option<&Secret>,
+        profile: Profile,
+        run_dir: &Path,
+        jwt: &JwtSettings,
+        ttl: Duration,
+    ) -> Result<Self, KeyError> {
+        let current = TokenSigner::load(pem, profile, run_dir, jwt, ttl)?;
+        let (previous, source) = match pem {
+            Some(_) => {
+                let previous = previous_pem
+                    .map(|pem| {
+                        SigningKey::from_pkcs8_pem(pem.expose()).map_err(|_| KeyError::BadKey)
+                    })
+                    .transpose()?
+                    .map(|key| TokenSigner::from_key(&key, jwt, ttl).map(|s| s.jwk().clone()))
+                    .transpose()?;
+                (previous, KeySource::Settings)
+            }
+            None => (
+                previous_from_files(run_dir, jwt, ttl)?,
+                KeySource::Files(run_dir.to_owned()),
+            ),
+        };
+        Ok(Self {
+            ring: Arc::new(RwLock::new(Ring { current, previous })),
+            source,
+            jwt: jwt.clone(),
+            ttl,
+        })
+    }
+
+    /// Lifetime of the access tokens.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The signer of new tokens.
+    pub fn current(&self) -> Result<TokenSigner, KeyError> {
+        self.ring
+            .read()
+            .map(|ring| ring.current.clone())
+            .map_err(|_| KeyError::BadKey)
+    }
+
+    /// Every key that verifies: the current one first, then the previous one.
+    pub fn jwks(&self) -> Vec<Jwk> {
+        self.ring
+            .read()
+            .map(|ring| {
+                std::iter::once(ring.current.jwk().clone())
+                    .chain(ring.previous.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-reads the key files after a rotation; true when the current key changed.
+    pub fn reload(&self) -> Result<bool, KeyError> {
+        let KeySource::Files(run_dir) = &self.source else {
+            return Ok(false);
+        };
+        let current =
+            TokenSigner::from_key(&read_key(&dev_key_path(run_dir))?, &self.jwt, self.ttl)?;
+        let changed = self
+            .ring
+            .read()
+            .map(|ring| ring.current.jwk() != current.jwk())
+            .unwrap_or(true);
+        if changed {
+            let previous = previous_from_files(run_dir, &self.jwt, self.ttl)?;
+            if let Ok(mut ring) = self.ring.write() {
+                tracing::info!(kid = %current.jwk().kid, "signing access tokens with a rotated key");
+                *ring = Ring { current, previous };
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn previous_from_files(
+    run_dir: &Path,
+    jwt: &JwtSettings,
+    ttl: Duration,
+) -> Result<Option<Jwk>, KeyError> {
+    let path = dev_previous_key_path(run_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(
+        TokenSigner::from_key(&read_key(&path)?, jwt, ttl)?
+            .jwk()
+            .clone(),
+    ))
 }
 
 /// Reads the key at `path`, generating it first when the file does not exist.
@@ -311,6 +507,42 @@ mod tests {
         assert!(matches!(
             verifier.verify(&sessionless),
             Err(AuthError::Invalid(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_signs_with_the_new_key_and_still_verifies_the_old_one() {
+        let dir = temp_dir();
+        let ttl = Duration::from_secs(900);
+        let keys = SigningKeys::load(None, None, Profile::Dev, &dir, &jwt(), ttl).unwrap();
+        let old = keys.current().unwrap();
+        let old_token = old.sign(&customer()).unwrap();
+        assert_eq!(keys.jwks().len(), 1);
+        assert!(!keys.reload().unwrap(), "nothing changed yet");
+
+        let new_kid = rotate_key_files(&dir, &jwt(), ttl).unwrap();
+        assert!(keys.reload().unwrap());
+        let new = keys.current().unwrap();
+        assert_eq!(new.jwk().kid, new_kid);
+        assert_ne!(new.jwk().kid, old.jwk().kid);
+        let jwks = keys.jwks();
+        assert_eq!(jwks.len(), 2);
+        assert_eq!(jwks[0].kid, new_kid, "the current key comes first");
+        let verifier = TokenVerifier::with_keys("shopmesh", "shopmesh", &jwks);
+        assert_eq!(verifier.verify(&old_token).unwrap(), customer());
+        assert_eq!(
+            verifier.verify(&new.sign(&customer()).unwrap()).unwrap(),
+            customer()
+        );
+
+        // A second rotation retires the first key for good.
+        rotate_key_files(&dir, &jwt(), ttl).unwrap();
+        keys.reload().unwrap();
+        let verifier = TokenVerifier::with_keys("shopmesh", "shopmesh", &keys.jwks());
+        assert!(matches!(
+            verifier.verify(&old_token),
+            Err(AuthError::UnknownKey)
         ));
         std::fs::remove_dir_all(dir).unwrap();
     }
