@@ -81,6 +81,18 @@ async fn admins_manage_products_with_etags_and_everyone_reads_them() {
     )
     .await
     .assert_problem(428);
+    // A blank If-Match names no version either: 428, not a field error.
+    for blank in ["", "\"\"", "W/\"\""] {
+        put(
+            &app,
+            &format!("/api/admin/products/{id}"),
+            replace.clone(),
+            &admin,
+            Some(blank),
+        )
+        .await
+        .assert_problem(428);
+    }
     let updated = put(
         &app,
         &format!("/api/admin/products/{id}"),

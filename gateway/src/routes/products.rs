@@ -43,10 +43,13 @@ fn with_etag(status: StatusCode, product: pb::Product) -> Response {
 }
 
 /// The etag inside an `If-Match` value (`"abc"` or `W/"abc"`); `*` means any.
+/// The entity tag an `If-Match` header names; a blank header names none (so a PUT without a
+/// usable one is 428, like one without the header).
 fn if_match(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
     let value = value.strip_prefix("W/").unwrap_or(value);
-    Some(value.trim_matches('"').to_owned())
+    let value = value.trim_matches('"');
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 fn money(amount: Option<i64>, currency: &Option<String>) -> Option<Money> {
