@@ -436,3 +436,44 @@ async fn the_gateway_closes_connections_that_never_finish_their_headers() {
     prompt.read_to_end(&mut answer).await.unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_server_bounds_every_rpc_by_its_own_limit_whatever_the_caller_asks() {
+    let app = spawn_app_with(Options {
+        env: vec![("GRPC_SERVER_TIMEOUT_MS", "400".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let admin = app.admin("server-timeout@example.com").await;
+    let created = app
+        .post(
+            "/api/admin/products",
+            json!({"sku": "STUCK-1", "name": "Stuck lamp", "description": "A lamp",
+                   "price": {"amount": 5000, "currency": "USD"}, "initial_stock": 1}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let url = app.env.raw("PRODUCT_DATABASE_URL").unwrap();
+    use sqlx::Connection;
+    let mut lock = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("begin").execute(&mut lock).await.unwrap();
+    sqlx::query("lock table products in access exclusive mode")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    // A direct caller that asks for ten seconds gets the server's 400 ms.
+    let mut products = shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient::connect(app.product_grpc.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(pb::GetProductBySkuRequest {
+        sku: "STUCK-1".into(),
+    });
+    request.set_timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    let status = products.get_product_by_sku(request).await.unwrap_err();
+    let elapsed = started.elapsed();
+    sqlx::query("rollback").execute(&mut lock).await.unwrap();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+}
