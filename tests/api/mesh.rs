@@ -36,6 +36,34 @@ fn with_service_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// An admin creates a one-unit product with this SKU; returns its id.
+async fn one_product(app: &TestApp, admin: &str, sku: &str) -> String {
+    let created = app
+        .post(
+            "/api/admin/products",
+            json!({"sku": sku, "name": "Lamp", "description": "A lamp",
+                   "price": {"amount": 5000, "currency": "USD"}, "initial_stock": 1}),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    created.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Holds a lock every read of the product table waits for, as a stuck migration would, until
+/// `rollback` is run on the returned connection.
+async fn lock_products(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let url = app.env.raw("PRODUCT_DATABASE_URL").unwrap();
+    let mut lock = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("begin").execute(&mut lock).await.unwrap();
+    sqlx::query("lock table products in access exclusive mode")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    lock
+}
+
 fn reserve(order_id: &str) -> pb::ReserveRequest {
     pb::ReserveRequest {
         order_id: order_id.to_owned(),
@@ -228,26 +256,8 @@ async fn a_slow_upstream_is_a_504_at_the_edge() {
     })
     .await;
     let admin = app.admin("slow-admin@example.com").await;
-    let created = app
-        .post(
-            "/api/admin/products",
-            json!({"sku": "SLOW-1", "name": "Slow lamp", "description": "A lamp",
-                   "price": {"amount": 5000, "currency": "USD"}, "initial_stock": 1}),
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = created.body["id"].as_str().unwrap().to_owned();
-
-    // Hold a lock every read of the product table waits for, as a stuck migration would.
-    let url = app.env.raw("PRODUCT_DATABASE_URL").unwrap();
-    let mut lock = sqlx::PgConnection::connect(&url).await.unwrap();
-    use sqlx::Connection;
-    sqlx::query("begin").execute(&mut lock).await.unwrap();
-    sqlx::query("lock table products in access exclusive mode")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let id = one_product(&app, &admin, "SLOW-1").await;
+    let mut lock = lock_products(&app).await;
     let started = Instant::now();
     let reply = app.get(&format!("/api/products/{id}"), None).await;
     let elapsed = started.elapsed();
@@ -445,23 +455,8 @@ async fn a_server_bounds_every_rpc_by_its_own_limit_whatever_the_caller_asks() {
     })
     .await;
     let admin = app.admin("server-timeout@example.com").await;
-    let created = app
-        .post(
-            "/api/admin/products",
-            json!({"sku": "STUCK-1", "name": "Stuck lamp", "description": "A lamp",
-                   "price": {"amount": 5000, "currency": "USD"}, "initial_stock": 1}),
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let url = app.env.raw("PRODUCT_DATABASE_URL").unwrap();
-    use sqlx::Connection;
-    let mut lock = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("begin").execute(&mut lock).await.unwrap();
-    sqlx::query("lock table products in access exclusive mode")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    one_product(&app, &admin, "STUCK-1").await;
+    let mut lock = lock_products(&app).await;
     // A direct caller that asks for ten seconds gets the server's 400 ms.
     let mut products = shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient::connect(app.product_grpc.clone())
         .await

@@ -87,13 +87,16 @@ pub struct AdjustBody {
     #[schema(schema_with = non_zero_delta)]
     pub delta: i32,
     pub reason: AdjustReason,
-    /// At most 500 characters; line breaks and tabs are allowed, other control or invisible
-    /// (zero-width, bidi) characters are not (surrounding whitespace is trimmed).
-    #[schema(
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
-        max_length = 500
-    )]
+    #[schema(schema_with = adjust_note)]
     pub note: Option<String>,
+}
+
+fn adjust_note() -> utoipa::openapi::Schema {
+    crate::dto::optional_multiline_text(
+        "At most 500 characters; line breaks and tabs are allowed, other control or invisible\n\
+         (zero-width, bidi) characters are not (surrounding whitespace is trimmed).",
+        500,
+    )
 }
 
 /// A non-zero 32-bit change of on_hand.

@@ -45,3 +45,57 @@ pub struct FieldErrorDoc {
 pub fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
+
+/// Characters no text field may hold: control characters and the invisible ones (zero-width,
+/// text-direction) that `shopmesh_platform::text` refuses.
+macro_rules! forbidden {
+    () => {
+        r"\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF"
+    };
+}
+
+/// Single-line text: not blank, none of the forbidden characters.
+const LINE_PATTERN: &str = concat!(
+    "^[^",
+    forbidden!(),
+    "]*[^\\s",
+    forbidden!(),
+    "][^",
+    forbidden!(),
+    "]*$"
+);
+
+/// Multi-line text: line breaks and tabs allowed, other control or invisible characters not.
+const MULTILINE_PATTERN: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$";
+
+/// The schema of a validated single-line text field of `min..=max` characters.
+pub(crate) fn line_text(
+    description: &str,
+    example: Option<&str>,
+    min: usize,
+    max: usize,
+) -> utoipa::openapi::Schema {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    // `example` (singular) is what the derive writes for the other fields; keep them alike.
+    #[allow(deprecated)]
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .example(example.map(|e| serde_json::Value::String(e.to_owned())))
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .pattern(Some(LINE_PATTERN))
+        .into()
+}
+
+/// The schema of an optional multi-line text field of at most `max` characters.
+pub(crate) fn optional_multiline_text(description: &str, max: usize) -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::SchemaType;
+    use utoipa::openapi::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some(description))
+        .max_length(Some(max))
+        .pattern(Some(MULTILINE_PATTERN))
+        .into()
+}

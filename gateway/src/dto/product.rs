@@ -9,7 +9,7 @@ use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use shopmesh_platform::time::{optional_time, time_or_epoch};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::non_empty;
+use crate::dto::{line_text, non_empty, optional_multiline_text};
 
 /// An amount of money in integer minor units (cents) and an ISO 4217 currency code.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
@@ -68,6 +68,35 @@ fn parent_ref() -> utoipa::openapi::Schema {
     optional_uuid(
         "An existing category (its UUID); empty, null or absent for a root category (422 when \
          unknown).",
+    )
+}
+
+const PRODUCT_NAME: &str = "1 to 200 characters, not blank, without control or invisible \
+     (zero-width, bidi)\ncharacters (surrounding whitespace is trimmed).";
+
+fn new_product_name() -> utoipa::openapi::Schema {
+    line_text(PRODUCT_NAME, Some("Red T-shirt, M"), 1, 200)
+}
+
+fn product_name() -> utoipa::openapi::Schema {
+    line_text(PRODUCT_NAME, None, 1, 200)
+}
+
+fn product_description() -> utoipa::openapi::Schema {
+    optional_multiline_text(
+        "At most 5000 characters; line breaks and tabs are allowed, other control or \
+         invisible\ncharacters are not (surrounding whitespace is trimmed).",
+        5000,
+    )
+}
+
+fn category_name() -> utoipa::openapi::Schema {
+    line_text(
+        "1 to 100 characters, not blank, without control or invisible (zero-width, \
+         bidi)\ncharacters (surrounding whitespace is trimmed).",
+        Some("Running shoes"),
+        1,
+        100,
     )
 }
 
@@ -230,21 +259,9 @@ pub struct NewProductBody {
         max_length = 40
     )]
     pub sku: String,
-    /// 1 to 200 characters, not blank, without control or invisible (zero-width, bidi)
-    /// characters (surrounding whitespace is trimmed).
-    #[schema(
-        example = "Red T-shirt, M",
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF][^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
-        min_length = 1,
-        max_length = 200
-    )]
+    #[schema(schema_with = new_product_name)]
     pub name: String,
-    /// At most 5000 characters; line breaks and tabs are allowed, other control or invisible
-    /// characters are not (surrounding whitespace is trimmed).
-    #[schema(
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
-        max_length = 5000
-    )]
+    #[schema(schema_with = product_description)]
     pub description: Option<String>,
     #[schema(schema_with = category_ref)]
     pub category_id: Option<String>,
@@ -268,20 +285,9 @@ pub struct NewProductBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceProductBody {
-    /// 1 to 200 characters, not blank, without control or invisible (zero-width, bidi)
-    /// characters (surrounding whitespace is trimmed).
-    #[schema(
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF][^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
-        min_length = 1,
-        max_length = 200
-    )]
+    #[schema(schema_with = product_name)]
     pub name: String,
-    /// At most 5000 characters; line breaks and tabs are allowed, other control or invisible
-    /// characters are not (surrounding whitespace is trimmed).
-    #[schema(
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
-        max_length = 5000
-    )]
+    #[schema(schema_with = product_description)]
     pub description: Option<String>,
     #[schema(schema_with = category_ref)]
     pub category_id: Option<String>,
@@ -296,14 +302,7 @@ pub struct ReplaceProductBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryBody {
-    /// 1 to 100 characters, not blank, without control or invisible (zero-width, bidi)
-    /// characters (surrounding whitespace is trimmed).
-    #[schema(
-        example = "Running shoes",
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*[^\s\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF][^\u0000-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]*$",
-        min_length = 1,
-        max_length = 100
-    )]
+    #[schema(schema_with = category_name)]
     pub name: String,
     /// Lower-case letters and digits joined by single dashes, at most 100 characters; unique.
     #[schema(

@@ -81,7 +81,14 @@ const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connects the stores of the user service.
 pub async fn connect(settings: &Settings, user: &UserSettings) -> anyhow::Result<Arc<UserService>> {
-    let keys = signing_keys(settings, user)?;
+    connect_with_keys(user, signing_keys(settings, user)?).await
+}
+
+/// [`connect`] with signing keys already loaded.
+async fn connect_with_keys(
+    user: &UserSettings,
+    keys: SigningKeys,
+) -> anyhow::Result<Arc<UserService>> {
     let users = MongoUserRepo::connect(user.mongodb_url.expose(), &user.mongodb_database).await?;
     let tokens = RedisRefreshTokens::connect(
         user.redis_url.expose(),
@@ -161,9 +168,9 @@ impl Service for User {
             let user = UserSettings::from_env(&ctx.env)?;
             // The key check comes first: production must refuse a missing key before anything
             // else happens.
-            signing_keys(&ctx.settings, &user)?;
+            let keys = signing_keys(&ctx.settings, &user)?;
             migrate(&user).await?;
-            let service = connect(&ctx.settings, &user).await?;
+            let service = connect_with_keys(&user, keys).await?;
             // The user service holds its keys: it verifies tokens with them directly.
             let own = TokenVerifier::with_keys(
                 &ctx.settings.jwt.issuer,
