@@ -4,6 +4,7 @@
 //! resilient gRPC client, the gRPC status → problem+json mapping, metrics, and small shared
 //! kits (timestamps, text validation, cursors).
 
+pub mod address;
 pub mod auth;
 pub mod client;
 pub mod cursor;
@@ -13,6 +14,7 @@ pub mod jwks;
 pub mod mesh;
 pub mod metrics;
 pub mod page;
+pub mod pg;
 pub mod problem;
 pub mod revocation;
 pub mod settings;

@@ -115,6 +115,12 @@ pub trait Service: Send + Sync + 'static {
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
+    /// Reads every setting it takes from `env` (defaults where unset), so that a check can list
+    /// the keys the binary reads and compare them with `.env.example`.
+    fn read_settings(&self, env: &Env) -> anyhow::Result<()> {
+        let _ = env;
+        Ok(())
+    }
     /// Creates its databases, schemas and indexes (idempotent).
     fn migrate(&self, env: Env, settings: Settings) -> BoxFuture<'static, anyhow::Result<()>>;
     /// Builds it: reads its own settings from `ctx.env`, connects its stores (migrating first),

@@ -132,6 +132,12 @@ impl Service for Product {
         ]
     }
 
+    fn read_settings(&self, env: &Env) -> anyhow::Result<()> {
+        ProductConfig::from_env(env)?;
+        database_url(env)?;
+        Ok(())
+    }
+
     fn migrate(&self, env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
         async move { migrate(&env).await }.boxed()
     }

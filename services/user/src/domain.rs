@@ -2,6 +2,9 @@
 //! converted into these at the gRPC edge and never travel further in.
 
 use chrono::{DateTime, Utc};
+use shopmesh_contracts::pb::shopmesh::common::v1::PostalAddress;
+use shopmesh_platform::address::validate_address_fields;
+pub use shopmesh_platform::address::{country, phone};
 use shopmesh_platform::auth::{Role, Tier};
 use shopmesh_platform::problem::{FieldError, field_error};
 use shopmesh_platform::text::{has_control, has_invisible};
@@ -137,61 +140,6 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// A phone number: an optional leading +, then 6 to 15 digits; spaces, dashes, dots and
-/// parentheses are accepted as separators and kept as typed. Empty means none.
-pub fn phone(name: &str, raw: &str) -> Result<String, FieldError> {
-    let value = raw.trim();
-    if value.is_empty() {
-        return Ok(String::new());
-    }
-    let body = value.strip_prefix('+').unwrap_or(value);
-    let separators_ok = body
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
-    let digits = body.chars().filter(char::is_ascii_digit).count();
-    if !separators_ok || !(6..=15).contains(&digits) {
-        return Err(field_error(
-            name,
-            "must be a phone number: optional +, then 6 to 15 digits",
-        ));
-    }
-    Ok(value.to_owned())
-}
-
-/// The officially assigned ISO 3166-1 alpha-2 codes (249), sorted for binary search. Reserved
-/// and user-assigned codes (EU, UK, XK, ZZ, AA …) are not countries addresses can be in.
-const ISO_3166_ALPHA2: &[&str] = &[
-    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
-    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
-    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
-    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
-    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
-    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
-    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
-    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
-    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
-    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
-    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
-    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
-    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
-    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
-    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
-    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
-];
-
-/// An assigned ISO 3166-1 alpha-2 country code from [`ISO_3166_ALPHA2`], upper-cased.
-pub fn country(raw: &str) -> Result<String, FieldError> {
-    let value = raw.trim().to_ascii_uppercase();
-    if ISO_3166_ALPHA2.binary_search(&value.as_str()).is_ok() {
-        Ok(value)
-    } else {
-        Err(field_error(
-            "country",
-            "must be an assigned ISO 3166-1 alpha-2 country code such as DE or US",
-        ))
-    }
-}
-
 /// A stored account with its profile.
 #[derive(Clone, Debug)]
 pub struct User {
@@ -248,31 +196,40 @@ pub struct AddressDraft {
 }
 
 impl AddressFields {
-    /// Validates every field, reporting all problems at once.
+    /// Validates every field, reporting all problems at once. The postal part is the
+    /// platform's address validation, the one an order's inline address passes too.
     pub fn parse(draft: &AddressDraft) -> Result<Self, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let mut take = |result: Result<String, FieldError>| match result {
-            Ok(value) => value,
-            Err(err) => {
-                errors.push(err);
-                String::new()
-            }
-        };
-        let fields = Self {
-            label: take(optional_text("label", &draft.label, 50)),
-            recipient: take(required_text("recipient", &draft.recipient, 100)),
-            line1: take(required_text("line1", &draft.line1, 200)),
-            line2: take(optional_text("line2", &draft.line2, 200)),
-            city: take(required_text("city", &draft.city, 100)),
-            region: take(optional_text("region", &draft.region, 100)),
-            postal_code: take(required_text("postal_code", &draft.postal_code, 20)),
-            country: take(country(&draft.country)),
-            phone: take(phone("phone", &draft.phone)),
-        };
-        if errors.is_empty() {
-            Ok(fields)
-        } else {
-            Err(errors)
+        let label = optional_text("label", &draft.label, 50);
+        let postal = validate_address_fields(
+            "",
+            &PostalAddress {
+                recipient: draft.recipient.clone(),
+                line1: draft.line1.clone(),
+                line2: draft.line2.clone(),
+                city: draft.city.clone(),
+                region: draft.region.clone(),
+                postal_code: draft.postal_code.clone(),
+                country: draft.country.clone(),
+                phone: draft.phone.clone(),
+            },
+        );
+        match (label, postal) {
+            (Ok(label), Ok(p)) => Ok(Self {
+                label,
+                recipient: p.recipient,
+                line1: p.line1,
+                line2: p.line2,
+                city: p.city,
+                region: p.region,
+                postal_code: p.postal_code,
+                country: p.country,
+                phone: p.phone,
+            }),
+            (label, postal) => Err(label
+                .err()
+                .into_iter()
+                .chain(postal.err().unwrap_or_default())
+                .collect()),
         }
     }
 
@@ -375,17 +332,6 @@ mod tests {
         ] {
             assert!(country(bad).is_err(), "{bad:?} should be refused");
         }
-    }
-
-    #[test]
-    fn country_codes_are_sorted_for_binary_search() {
-        assert_eq!(ISO_3166_ALPHA2.len(), 249);
-        assert!(ISO_3166_ALPHA2.windows(2).all(|w| w[0] < w[1]));
-        assert!(
-            ISO_3166_ALPHA2
-                .iter()
-                .all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
-        );
     }
 
     #[test]

@@ -159,6 +159,11 @@ impl Service for User {
         ]
     }
 
+    fn read_settings(&self, env: &Env) -> anyhow::Result<()> {
+        UserSettings::from_env(env)?;
+        Ok(())
+    }
+
     fn migrate(&self, env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
         async move { migrate(&UserSettings::from_env(&env)?).await }.boxed()
     }
