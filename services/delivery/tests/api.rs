@@ -1,0 +1,1391 @@
+//! Integration tests of the delivery service over gRPC, against the local PostgreSQL. Every test
+//! gets a fresh database named by a UUID, its own run directory (service identity keys) and its
+//! own server on a free port, started through the platform's `Mesh`.
+//!
+//! The order service does not run here. Its identity is in the trust bundle, so the tests call
+//! as it; its address is either a port nobody listens on (the order service is down) or a
+//! stand-in UpdateOrderStatus server that records what delivery sends it.
+
+// The helpers outside `#[test]` functions are test code too (clippy.toml's allowance covers only
+// the test functions themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use shopmesh_contracts::pb::shopmesh::common::v1::PostalAddress;
+use shopmesh_contracts::pb::shopmesh::delivery::v1 as pb;
+use shopmesh_contracts::pb::shopmesh::delivery::v1::delivery_service_client::DeliveryServiceClient;
+use shopmesh_contracts::pb::shopmesh::order::v1 as order_pb;
+use shopmesh_contracts::pb::shopmesh::order::v1::order_service_server::{
+    OrderService, OrderServiceServer,
+};
+use shopmesh_contracts::pb::shopmesh::user::v1::Tier as PbTier;
+use shopmesh_delivery::{Delivery, DeliveryConfig};
+use shopmesh_platform::auth::{Identity, Role, Tier};
+use shopmesh_platform::identity::{SERVICE_TOKEN, ServiceSigner, ServiceVerifier};
+use shopmesh_platform::mesh::{Built, Context, Mesh, Service, Started};
+use shopmesh_platform::{Env, Settings};
+use shopmesh_user::token::TokenSigner;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Where the order service is "reachable" when it is down: nothing listens on port 1.
+const ORDER_DOWN: &str = "http://127.0.0.1:1";
+
+/// Stands in for the order service in the mesh's list, so that the delivery service knows its
+/// address; it is never started here.
+struct AbsentOrder;
+
+impl Service for AbsentOrder {
+    fn name(&self) -> &'static str {
+        "order"
+    }
+
+    fn default_port(&self) -> u16 {
+        50054
+    }
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &["shopmesh.order.v1.OrderService"]
+    }
+
+    fn migrate(&self, _env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
+        async { Ok(()) }.boxed()
+    }
+
+    fn build(&self, _ctx: Context) -> BoxFuture<'static, anyhow::Result<Built>> {
+        async { anyhow::bail!("the order service does not run in these tests") }.boxed()
+    }
+}
+
+struct User {
+    id: String,
+    token: String,
+}
+
+struct TestApp {
+    db_name: String,
+    db_url: String,
+    run_dir: PathBuf,
+    env: Env,
+    settings: Settings,
+    channel: Channel,
+    /// Direct access for assertions on rows the API does not expose (order updates owed).
+    db: PgPool,
+    signer: TokenSigner,
+    admin: User,
+    alice: User,
+    bob: User,
+    /// The order service's identity: the only caller CreateShipment admits.
+    order_identity: ServiceSigner,
+    started: Started,
+    /// More instances on the same database.
+    others: Vec<Started>,
+}
+
+/// A short courier step and quick order-sync retries.
+fn fast(step_ms: u64) -> DeliveryConfig {
+    DeliveryConfig {
+        sync_poll: Duration::from_millis(50),
+        sync_backoff_base: Duration::from_millis(50),
+        sync_backoff_max: Duration::from_millis(200),
+        track_poll: Duration::from_millis(100),
+        ..DeliveryConfig::with_courier_step(Duration::from_millis(step_ms))
+    }
+}
+
+/// No courier: tests drive every transition themselves.
+fn no_courier() -> DeliveryConfig {
+    DeliveryConfig {
+        courier_enabled: false,
+        ..fast(100)
+    }
+}
+
+fn test_env(run_dir: &std::path::Path, url: &str, order_url: &str) -> Env {
+    let map: HashMap<String, String> = [
+        ("SHOPMESH_PROFILE", "dev"),
+        ("LOG_FORMAT", "pretty"),
+        (
+            "SHOPMESH_RUN_DIR",
+            run_dir.to_str().expect("utf-8 temp dir"),
+        ),
+        ("DELIVERY_DATABASE_URL", url),
+        ("DELIVERY_GRPC_ADDR", "127.0.0.1:0"),
+        ("ORDER_GRPC_URL", order_url),
+        ("SHUTDOWN_GRACE_SECS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    Env::from_map(map).expect("test environment")
+}
+
+fn mesh(config: DeliveryConfig) -> Mesh {
+    Mesh::new(vec![
+        Arc::new(Delivery::with_config(config)) as Arc<dyn Service>,
+        Arc::new(AbsentOrder),
+    ])
+}
+
+async fn spawn_app(config: DeliveryConfig) -> TestApp {
+    spawn_app_with(config, |_| ORDER_DOWN.to_owned()).await
+}
+
+/// Starts the delivery service; `order_url` gets the installation's identity verifier (for a
+/// stand-in order service that checks who calls it) and says where the order service is.
+async fn spawn_app_with(
+    config: DeliveryConfig,
+    order_url: impl FnOnce(ServiceVerifier) -> String,
+) -> TestApp {
+    let id = Uuid::new_v4().simple();
+    let db_name = format!("delivery_test_{id}");
+    let url = format!("{SERVER}/{db_name}");
+    let run_dir = std::env::temp_dir().join(format!("shopmesh-delivery-test-{id}"));
+    let probe = test_env(&run_dir, &url, ORDER_DOWN);
+    let settings = Settings::from_env(&probe).expect("test settings");
+    let mesh = mesh(config);
+    // The identity keys (the order service's included) are generated before the start, so a
+    // stand-in order service can verify the delivery service's tokens.
+    let keys = mesh.keys(&settings).expect("identity keys");
+    let env = test_env(&run_dir, &url, &order_url(keys.verifier().clone()));
+    // The delivery service creates its database itself (through the maintenance database).
+    let started = mesh
+        .start(&env, &settings, &["delivery"])
+        .await
+        .expect("delivery service starts");
+
+    // User access tokens are signed by the user service alone; it does not run here, so the
+    // verifier is handed the public key of a test signer directly.
+    let signer = TokenSigner::from_key(
+        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        &settings.jwt,
+        Duration::from_secs(900),
+    )
+    .expect("token signer");
+    started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
+    let order_identity = started.keys.signer("order").expect("order signer");
+
+    let channel = connect(&started).await;
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("test connection");
+    let user = |role| {
+        let id = Uuid::now_v7().to_string();
+        let token = signer
+            .sign(&Identity {
+                user_id: id.clone(),
+                role,
+                tier: Tier::Standard,
+            })
+            .expect("token");
+        User { id, token }
+    };
+    TestApp {
+        db_name,
+        db_url: url,
+        run_dir,
+        env,
+        settings,
+        channel,
+        db,
+        admin: user(Role::Admin),
+        alice: user(Role::Customer),
+        bob: user(Role::Customer),
+        signer,
+        order_identity,
+        started,
+        others: Vec::new(),
+    }
+}
+
+async fn connect(started: &Started) -> Channel {
+    let addr = started.addrs["delivery"];
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("server accepts connections")
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
+}
+
+fn address() -> PostalAddress {
+    PostalAddress {
+        recipient: "Ada Lovelace".into(),
+        line1: "1 Analytical Way".into(),
+        line2: String::new(),
+        city: "Leipzig".into(),
+        region: String::new(),
+        postal_code: "04109".into(),
+        country: "DE".into(),
+        phone: String::new(),
+    }
+}
+
+fn create_request(order_id: Uuid, user_id: &str, tier: PbTier) -> pb::CreateShipmentRequest {
+    pb::CreateShipmentRequest {
+        order_id: order_id.to_string(),
+        user_id: user_id.to_owned(),
+        tier: tier.into(),
+        address: Some(address()),
+        lines: vec![pb::ShipmentLine {
+            product_id: Uuid::now_v7().to_string(),
+            sku: "KB-1".into(),
+            product_name: "Keyboard".into(),
+            quantity: 2,
+        }],
+    }
+}
+
+fn statuses(shipment: &pb::Shipment) -> Vec<pb::ShipmentStatus> {
+    shipment.events.iter().map(|e| e.status()).collect()
+}
+
+fn event_millis(event: &pb::TrackingEvent) -> i64 {
+    let t = event.event_time.expect("event time");
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+const COURIER_PATH: [pb::ShipmentStatus; 4] = [
+    pb::ShipmentStatus::LabelCreated,
+    pb::ShipmentStatus::InTransit,
+    pb::ShipmentStatus::OutForDelivery,
+    pb::ShipmentStatus::Delivered,
+];
+
+impl TestApp {
+    fn client(&self) -> DeliveryServiceClient<Channel> {
+        DeliveryServiceClient::new(self.channel.clone())
+    }
+
+    fn admin<T>(&self, message: T) -> Request<T> {
+        with_token(message, &self.admin.token)
+    }
+
+    /// A call as the order service (its service token, no user token).
+    fn order<T>(&self, message: T) -> Request<T> {
+        let token = self
+            .order_identity
+            .header_value()
+            .expect("order service token");
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            SERVICE_TOKEN,
+            token
+                .to_str()
+                .expect("ascii token")
+                .parse()
+                .expect("metadata value"),
+        );
+        request
+    }
+
+    /// Creates a shipment of a new order of `user` as the order service.
+    async fn ship(&self, user: &User, tier: PbTier) -> pb::Shipment {
+        self.create(create_request(Uuid::now_v7(), &user.id, tier))
+            .await
+            .expect("shipment created")
+    }
+
+    async fn create(&self, request: pb::CreateShipmentRequest) -> Result<pb::Shipment, Status> {
+        self.client()
+            .create_shipment(self.order(request))
+            .await
+            .map(|r| r.into_inner().shipment.expect("shipment"))
+    }
+
+    async fn get(&self, id: &str, token: &str) -> Result<pb::Shipment, Status> {
+        self.client()
+            .get_shipment(with_token(
+                pb::GetShipmentRequest {
+                    shipment_id: id.into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().shipment.expect("shipment"))
+    }
+
+    async fn by_order(&self, order_id: &str, token: &str) -> Result<pb::Shipment, Status> {
+        self.client()
+            .get_shipment_by_order(with_token(
+                pb::GetShipmentByOrderRequest {
+                    order_id: order_id.into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().shipment.expect("shipment"))
+    }
+
+    async fn advance(
+        &self,
+        id: &str,
+        status: pb::ShipmentStatus,
+        location: &str,
+    ) -> Result<pb::Shipment, Status> {
+        self.client()
+            .advance_shipment(self.admin(advance_request(id, status, location)))
+            .await
+            .map(|r| r.into_inner().shipment.expect("shipment"))
+    }
+
+    /// Polls until the shipment reaches `status` (admin view), failing after `within`.
+    async fn wait_for(
+        &self,
+        id: &str,
+        status: pb::ShipmentStatus,
+        within: Duration,
+    ) -> pb::Shipment {
+        let started = Instant::now();
+        loop {
+            let shipment = self.get(id, &self.admin.token).await.expect("shipment");
+            if shipment.status() == status {
+                return shipment;
+            }
+            assert!(
+                started.elapsed() < within,
+                "shipment still {:?} after {within:?}, events {:?}",
+                shipment.status(),
+                statuses(&shipment)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// (order status, state, attempts, has an error) of the order updates a shipment owes.
+    async fn syncs(&self, shipment_id: &str) -> Vec<(String, String, i32, bool)> {
+        sqlx::query_as(
+            "select order_status, state, attempts, last_error is not null from order_sync \
+             where shipment_id = $1 order by id",
+        )
+        .bind(Uuid::parse_str(shipment_id).unwrap())
+        .fetch_all(&self.db)
+        .await
+        .expect("order syncs")
+    }
+
+    /// Starts another instance on the same database and keys.
+    async fn start_instance(&mut self, config: DeliveryConfig) -> Channel {
+        let started = mesh(config)
+            .start(&self.env, &self.settings, &["delivery"])
+            .await
+            .expect("another instance starts");
+        started
+            .jwks
+            .verifier()
+            .set_keys(&[self.signer.jwk().clone()]);
+        let channel = connect(&started).await;
+        self.others.push(started);
+        channel
+    }
+
+    /// Stops the servers, drops the database and removes the run directory.
+    async fn teardown(self) {
+        drop(self.channel);
+        for other in self.others {
+            other.stop().await;
+        }
+        self.started.stop().await;
+        self.db.close().await;
+        let options: PgConnectOptions = format!("{SERVER}/postgres").parse().expect("url");
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .expect("maintenance");
+        sqlx::query(&format!(
+            "drop database if exists \"{}\" with (force)",
+            self.db_name
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("drop test database");
+        std::fs::remove_dir_all(&self.run_dir).expect("remove the run directory");
+    }
+}
+
+fn advance_request(
+    id: &str,
+    status: pb::ShipmentStatus,
+    location: &str,
+) -> pb::AdvanceShipmentRequest {
+    pb::AdvanceShipmentRequest {
+        shipment_id: id.into(),
+        status: status.into(),
+        location: location.into(),
+        note: "scanned".into(),
+        carrier: String::new(),
+        tracking_number: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn create_shipment_labels_the_parcel_and_is_idempotent_per_order() {
+    let app = spawn_app(no_courier()).await;
+    let order_id = Uuid::now_v7();
+    let first = app
+        .create(create_request(order_id, &app.alice.id, PbTier::Vip))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), pb::ShipmentStatus::LabelCreated);
+    assert_eq!(first.order_id, order_id.to_string());
+    assert_eq!(first.user_id, app.alice.id);
+    assert_eq!(first.tier(), PbTier::Vip);
+    assert_eq!(first.carrier, "SimPost");
+    assert!(
+        first.tracking_number.starts_with("SIM"),
+        "{}",
+        first.tracking_number
+    );
+    assert_eq!(first.tracking_number.len(), 15);
+    assert_eq!(first.lines.len(), 1);
+    assert_eq!(first.lines[0].quantity, 2);
+    assert_eq!(first.address, Some(address()));
+    assert_eq!(statuses(&first), [pb::ShipmentStatus::LabelCreated]);
+
+    // A repeat, even with other content, returns the shipment the order has.
+    let mut repeat = create_request(order_id, &app.alice.id, PbTier::Standard);
+    repeat.lines[0].quantity = 9;
+    let again = app.create(repeat).await.unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.tracking_number, first.tracking_number);
+    assert_eq!(again.lines[0].quantity, 2);
+    assert_eq!(again.events.len(), 1);
+
+    // Ten concurrent creates of a new order: one shipment, one label event.
+    let concurrent = Uuid::now_v7();
+    let results = futures::future::join_all(
+        (0..10).map(|_| app.create(create_request(concurrent, &app.bob.id, PbTier::Standard))),
+    )
+    .await;
+    let ids: HashSet<String> = results.into_iter().map(|r| r.unwrap().id).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let shipment = app
+        .by_order(&concurrent.to_string(), &app.admin.token)
+        .await
+        .unwrap();
+    assert!(ids.contains(&shipment.id));
+    assert_eq!(statuses(&shipment), [pb::ShipmentStatus::LabelCreated]);
+    let rows: i64 = sqlx::query_scalar("select count(*) from shipments where order_id = $1")
+        .bind(concurrent)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn only_the_order_service_creates_shipments() {
+    let app = spawn_app(no_courier()).await;
+    let request = || create_request(Uuid::now_v7(), &app.alice.id, PbTier::Standard);
+    let customer = app
+        .client()
+        .create_shipment(with_token(request(), &app.alice.token))
+        .await
+        .unwrap_err();
+    assert_eq!(customer.code(), Code::PermissionDenied);
+    let admin = app
+        .client()
+        .create_shipment(app.admin(request()))
+        .await
+        .unwrap_err();
+    assert_eq!(admin.code(), Code::PermissionDenied);
+    let anonymous = app
+        .client()
+        .create_shipment(Request::new(request()))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let none: i64 = sqlx::query_scalar("select count(*) from shipments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn invalid_shipments_name_every_field() {
+    let app = spawn_app(no_courier()).await;
+    let mut request = create_request(Uuid::now_v7(), &app.alice.id, PbTier::Standard);
+    request.order_id = "not-a-uuid".into();
+    request.address.as_mut().unwrap().country = "Germany".into();
+    request.lines[0].quantity = 0;
+    let status = app.create(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .expect("field violations")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["order_id", "address.country", "lines[0].quantity"]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_courier_delivers_a_shipment_with_every_tracking_event() {
+    let app = spawn_app(fast(100)).await;
+    let created = app.ship(&app.alice, PbTier::Standard).await;
+    let delivered = app
+        .wait_for(
+            &created.id,
+            pb::ShipmentStatus::Delivered,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(statuses(&delivered), COURIER_PATH);
+    let ids: Vec<&str> = delivered.events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids[0], created.events[0].id);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 4);
+    // One step per courier step (100 ms), never two at once.
+    for pair in delivered.events.windows(2) {
+        let gap = event_millis(&pair[1]) - event_millis(&pair[0]);
+        assert!(gap >= 90, "steps {gap} ms apart: {:?}", delivered.events);
+    }
+    assert_eq!(delivered.events[1].location, "SimPost sorting centre");
+    assert_eq!(delivered.events[3].location, "Leipzig");
+    // The customer sees the same history.
+    let own = app.get(&created.id, &app.alice.token).await.unwrap();
+    assert_eq!(statuses(&own), COURIER_PATH);
+    // Nothing happens after DELIVERED.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = app.get(&created.id, &app.admin.token).await.unwrap();
+    assert_eq!(later.events.len(), 4);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_courier_serves_vip_shipments_first() {
+    // This instance only creates: both shipments wait for a courier.
+    let mut app = spawn_app(no_courier()).await;
+    let standard_1 = app.ship(&app.alice, PbTier::Standard).await;
+    let standard_2 = app.ship(&app.bob, PbTier::Standard).await;
+    let vip = app.ship(&app.bob, PbTier::Vip).await;
+    // All three are due (the first step was due 100 ms after creation) when a courier that
+    // takes one step per pass starts.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.start_instance(DeliveryConfig {
+        courier_batch: 1,
+        courier_poll: Duration::from_millis(40),
+        ..fast(100)
+    })
+    .await;
+    let mut delivered = Vec::new();
+    for shipment in [&vip, &standard_1, &standard_2] {
+        delivered.push(
+            app.wait_for(
+                &shipment.id,
+                pb::ShipmentStatus::Delivered,
+                Duration::from_secs(10),
+            )
+            .await,
+        );
+    }
+    let picked_up = |s: &pb::Shipment| event_millis(&s.events[1]);
+    assert!(
+        picked_up(&delivered[0]) < picked_up(&delivered[1])
+            && picked_up(&delivered[0]) < picked_up(&delivered[2]),
+        "VIP picked up at {}, standard at {} and {}",
+        picked_up(&delivered[0]),
+        picked_up(&delivered[1]),
+        picked_up(&delivered[2]),
+    );
+    // Among standard shipments, the one waiting longest goes first.
+    assert!(picked_up(&delivered[1]) < picked_up(&delivered[2]));
+    for shipment in &delivered {
+        assert_eq!(statuses(shipment), COURIER_PATH);
+    }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn couriers_of_several_instances_take_each_step_once() {
+    let mut app = spawn_app(fast(100)).await;
+    app.start_instance(fast(100)).await;
+    app.start_instance(fast(100)).await;
+    let mut shipments = Vec::new();
+    for i in 0..12 {
+        let user = if i % 2 == 0 { &app.alice } else { &app.bob };
+        let tier = if i % 3 == 0 {
+            PbTier::Vip
+        } else {
+            PbTier::Standard
+        };
+        shipments.push(app.ship(user, tier).await);
+    }
+    for shipment in &shipments {
+        let delivered = app
+            .wait_for(
+                &shipment.id,
+                pb::ShipmentStatus::Delivered,
+                Duration::from_secs(15),
+            )
+            .await;
+        assert_eq!(statuses(&delivered), COURIER_PATH, "{}", shipment.id);
+        // One SHIPPED and one COMPLETED owed to the order service, however many couriers.
+        let owed: Vec<String> = app
+            .syncs(&shipment.id)
+            .await
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(owed, ["SHIPPED", "COMPLETED"]);
+    }
+    app.teardown().await;
+}
+
+/// Reads the next message of a tracking stream, failing after a few seconds.
+async fn next_event(
+    stream: &mut tonic::Streaming<pb::TrackShipmentResponse>,
+) -> Option<pb::TrackingEvent> {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a tracking message in time")
+        .expect("a healthy stream")
+        .map(|m| m.event.expect("event"))
+}
+
+#[tokio::test]
+async fn track_shipment_streams_the_history_then_live_events_and_ends() {
+    // The database is not polled within this test's time: the live events come from the
+    // transitions of this instance, as they are recorded.
+    let app = spawn_app(DeliveryConfig {
+        track_poll: Duration::from_secs(60),
+        ..no_courier()
+    })
+    .await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    app.advance(&shipment.id, pb::ShipmentStatus::InTransit, "Leipzig hub")
+        .await
+        .unwrap();
+    let track = |token: &str, after: &str| {
+        let mut client = app.client();
+        let request = with_token(
+            pb::TrackShipmentRequest {
+                shipment_id: shipment.id.clone(),
+                after_event_id: after.into(),
+            },
+            token,
+        );
+        async move { client.track_shipment(request).await }
+    };
+    let mut stream = track(&app.alice.token, "").await.unwrap().into_inner();
+    let first = next_event(&mut stream).await.unwrap();
+    assert_eq!(first.status(), pb::ShipmentStatus::LabelCreated);
+    let second = next_event(&mut stream).await.unwrap();
+    assert_eq!(second.status(), pb::ShipmentStatus::InTransit);
+    assert_eq!(second.location, "Leipzig hub");
+
+    // Live: each new event arrives as it is recorded.
+    let started = Instant::now();
+    app.advance(&shipment.id, pb::ShipmentStatus::OutForDelivery, "Depot")
+        .await
+        .unwrap();
+    let third = next_event(&mut stream).await.unwrap();
+    assert_eq!(third.status(), pb::ShipmentStatus::OutForDelivery);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    app.advance(&shipment.id, pb::ShipmentStatus::Delivered, "Front door")
+        .await
+        .unwrap();
+    let last = next_event(&mut stream).await.unwrap();
+    assert_eq!(last.status(), pb::ShipmentStatus::Delivered);
+    assert_eq!(last.location, "Front door");
+    // DELIVERED ends the stream.
+    assert!(next_event(&mut stream).await.is_none());
+
+    // Resuming after an event sends only the later ones; after the last one, nothing.
+    let mut resumed = track(&app.alice.token, &second.id)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_event(&mut resumed).await.unwrap().id, third.id);
+    assert_eq!(next_event(&mut resumed).await.unwrap().id, last.id);
+    assert!(next_event(&mut resumed).await.is_none());
+    let mut ended = track(&app.alice.token, &last.id)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_event(&mut ended).await.is_none());
+    let unknown = track(&app.alice.token, &Uuid::now_v7().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+
+    // Another customer cannot track it.
+    let other = track(&app.bob.token, "").await.unwrap_err();
+    assert_eq!(other.code(), Code::NotFound);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn track_shipment_follows_the_courier_of_another_instance() {
+    // The tracked instance runs no courier: the events come from the other one's database
+    // writes, which the stream finds by polling.
+    let mut app = spawn_app(no_courier()).await;
+    app.start_instance(fast(150)).await;
+    let shipment = app.ship(&app.alice, PbTier::Vip).await;
+    let mut stream = app
+        .client()
+        .track_shipment(with_token(
+            pb::TrackShipmentRequest {
+                shipment_id: shipment.id.clone(),
+                after_event_id: String::new(),
+            },
+            &app.alice.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(event) = next_event(&mut stream).await {
+        seen.push(event.status());
+    }
+    assert_eq!(seen, COURIER_PATH);
+    app.teardown().await;
+}
+
+/// The `delivery_tracking_streams` gauge of this process (each test binary runs one server).
+fn open_streams() -> f64 {
+    shopmesh_platform::metrics::render()
+        .lines()
+        .find_map(|line| line.strip_prefix("delivery_tracking_streams "))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_no_longer_followed() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    let mut stream = app
+        .client()
+        .track_shipment(with_token(
+            pb::TrackShipmentRequest {
+                shipment_id: shipment.id.clone(),
+                after_event_id: String::new(),
+            },
+            &app.alice.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_event(&mut stream).await.is_some());
+    assert_eq!(open_streams(), 1.0);
+    drop(stream);
+    let started = Instant::now();
+    while open_streams() > 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the server still follows a stream nobody reads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn open_streams_end_at_shutdown_with_unavailable() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    let mut stream = app
+        .client()
+        .track_shipment(with_token(
+            pb::TrackShipmentRequest {
+                shipment_id: shipment.id.clone(),
+                after_event_id: String::new(),
+            },
+            &app.alice.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_event(&mut stream).await.is_some());
+    let started = Instant::now();
+    let stopping = tokio::spawn(app.teardown());
+    let status = tokio::time::timeout(Duration::from_secs(4), stream.message())
+        .await
+        .expect("the stream ends before the grace period")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    drop(stream);
+    stopping.await.unwrap();
+    // The server did not wait out its 5 s grace period for the stream.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn illegal_transitions_fail_precondition() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    let refused = |result: Result<pb::Shipment, Status>| {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        status.message().to_owned()
+    };
+    let message = refused(
+        app.advance(&shipment.id, pb::ShipmentStatus::Delivered, "")
+            .await,
+    );
+    assert_eq!(
+        message,
+        "a shipment cannot go from LABEL_CREATED to DELIVERED"
+    );
+    refused(
+        app.advance(&shipment.id, pb::ShipmentStatus::LabelCreated, "")
+            .await,
+    );
+    app.advance(&shipment.id, pb::ShipmentStatus::InTransit, "Hub")
+        .await
+        .unwrap();
+    // A new scan in transit is a transition of its own; cancelling after pick-up is not.
+    app.advance(&shipment.id, pb::ShipmentStatus::InTransit, "Next hub")
+        .await
+        .unwrap();
+    refused(
+        app.advance(&shipment.id, pb::ShipmentStatus::Cancelled, "")
+            .await,
+    );
+    app.advance(&shipment.id, pb::ShipmentStatus::Returned, "Warehouse")
+        .await
+        .unwrap();
+    for status in [
+        pb::ShipmentStatus::InTransit,
+        pb::ShipmentStatus::Delivered,
+        pb::ShipmentStatus::Cancelled,
+    ] {
+        refused(app.advance(&shipment.id, status, "").await);
+    }
+    let after = app.get(&shipment.id, &app.admin.token).await.unwrap();
+    assert_eq!(
+        statuses(&after),
+        [
+            pb::ShipmentStatus::LabelCreated,
+            pb::ShipmentStatus::InTransit,
+            pb::ShipmentStatus::InTransit,
+            pb::ShipmentStatus::Returned,
+        ]
+    );
+
+    // No status at all is invalid input; an unknown shipment is not found.
+    let missing = app
+        .advance(&shipment.id, pb::ShipmentStatus::Unspecified, "")
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    let unknown = app
+        .advance(
+            &Uuid::now_v7().to_string(),
+            pb::ShipmentStatus::InTransit,
+            "",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_hand_over_replaces_the_carrier_and_tracking_number() {
+    let app = spawn_app(no_courier()).await;
+    let first = app.ship(&app.alice, PbTier::Standard).await;
+    let second = app.ship(&app.bob, PbTier::Standard).await;
+    let hand_over = |id: &str, tracking: &str| {
+        let mut client = app.client();
+        let request = app.admin(pb::AdvanceShipmentRequest {
+            carrier: "ParcelCo".into(),
+            tracking_number: tracking.into(),
+            ..advance_request(id, pb::ShipmentStatus::Shipped, "Warehouse gate")
+        });
+        async move { client.advance_shipment(request).await }
+    };
+    let shipped = hand_over(&first.id, "PC-1")
+        .await
+        .unwrap()
+        .into_inner()
+        .shipment
+        .unwrap();
+    assert_eq!(shipped.status(), pb::ShipmentStatus::Shipped);
+    assert_eq!(
+        (shipped.carrier.as_str(), shipped.tracking_number.as_str()),
+        ("ParcelCo", "PC-1")
+    );
+    // SHIPPED already means the order has shipped.
+    assert_eq!(app.syncs(&first.id).await[0].0, "SHIPPED");
+    // A tracking number is unique per carrier; the refused hand-over changes nothing.
+    let taken = hand_over(&second.id, "PC-1").await.unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let unchanged = app.get(&second.id, &app.admin.token).await.unwrap();
+    assert_eq!(unchanged.status(), pb::ShipmentStatus::LabelCreated);
+    assert_eq!(unchanged.carrier, "SimPost");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn concurrent_advances_apply_once() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    let results = futures::future::join_all((0..10).map(|i| {
+        let (app, id) = (&app, &shipment.id);
+        async move {
+            app.advance(
+                id,
+                pb::ShipmentStatus::OutForDelivery,
+                &format!("courier {i}"),
+            )
+            .await
+        }
+    }))
+    .await;
+    // OUT_FOR_DELIVERY is not reachable from LABEL_CREATED: all refused.
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().code() == Code::FailedPrecondition)
+    );
+
+    let results = futures::future::join_all((0..10).map(|i| {
+        let (app, id) = (&app, &shipment.id);
+        async move {
+            app.advance(id, pb::ShipmentStatus::Packed, &format!("bench {i}"))
+                .await
+        }
+    }))
+    .await;
+    let applied = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(applied, 1, "{results:?}");
+    for result in &results {
+        if let Err(status) = result {
+            // A loser either saw the winner's state (PACKED -> PACKED is illegal) or lost the
+            // race for the conditional update.
+            assert!(
+                matches!(status.code(), Code::FailedPrecondition | Code::Aborted),
+                "{status:?}"
+            );
+        }
+    }
+    let after = app.get(&shipment.id, &app.admin.token).await.unwrap();
+    assert_eq!(
+        statuses(&after),
+        [pb::ShipmentStatus::LabelCreated, pb::ShipmentStatus::Packed]
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn customers_see_only_their_own_shipments() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    assert_eq!(
+        app.get(&shipment.id, &app.alice.token).await.unwrap().id,
+        shipment.id
+    );
+    assert_eq!(
+        app.by_order(&shipment.order_id, &app.alice.token)
+            .await
+            .unwrap()
+            .id,
+        shipment.id
+    );
+    let by_id = app.get(&shipment.id, &app.bob.token).await.unwrap_err();
+    assert_eq!(by_id.code(), Code::NotFound);
+    let by_order = app
+        .by_order(&shipment.order_id, &app.bob.token)
+        .await
+        .unwrap_err();
+    assert_eq!(by_order.code(), Code::NotFound);
+    // The same answer as for an order with no shipment yet: nothing leaks.
+    let none = app
+        .by_order(&Uuid::now_v7().to_string(), &app.bob.token)
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::NotFound);
+    assert_eq!(by_order.message(), none.message());
+    // Admins and the order service see every shipment.
+    assert_eq!(
+        app.get(&shipment.id, &app.admin.token).await.unwrap().id,
+        shipment.id
+    );
+    let as_order = app
+        .client()
+        .get_shipment_by_order(app.order(pb::GetShipmentByOrderRequest {
+            order_id: shipment.order_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .shipment
+        .unwrap();
+    assert_eq!(as_order.id, shipment.id);
+    // Customers cannot advance shipments, not even their own.
+    let advance = app
+        .client()
+        .advance_shipment(with_token(
+            advance_request(&shipment.id, pb::ShipmentStatus::InTransit, ""),
+            &app.alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(advance.code(), Code::PermissionDenied);
+    let bad_id = app.get("nope", &app.alice.token).await.unwrap_err();
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_order_service_may_only_cancel_before_pick_up() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    let as_order = |status| {
+        let mut client = app.client();
+        let request = app.order(advance_request(&shipment.id, status, ""));
+        async move { client.advance_shipment(request).await }
+    };
+    let moved = as_order(pb::ShipmentStatus::InTransit).await.unwrap_err();
+    assert_eq!(moved.code(), Code::PermissionDenied);
+    let cancelled = as_order(pb::ShipmentStatus::Cancelled)
+        .await
+        .unwrap()
+        .into_inner()
+        .shipment
+        .unwrap();
+    assert_eq!(cancelled.status(), pb::ShipmentStatus::Cancelled);
+    // Cancelling again (a retried saga step) returns the cancelled shipment.
+    let again = as_order(pb::ShipmentStatus::Cancelled)
+        .await
+        .unwrap()
+        .into_inner()
+        .shipment
+        .unwrap();
+    assert_eq!(again.events.len(), 2);
+
+    let shipped = app.ship(&app.bob, PbTier::Standard).await;
+    app.advance(&shipped.id, pb::ShipmentStatus::InTransit, "Hub")
+        .await
+        .unwrap();
+    let late = app
+        .client()
+        .advance_shipment(app.order(advance_request(
+            &shipped.id,
+            pb::ShipmentStatus::Cancelled,
+            "",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn order_updates_are_kept_and_retried_while_the_order_service_is_down() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    // Nothing is owed before the parcel leaves.
+    assert!(app.syncs(&shipment.id).await.is_empty());
+    for status in [
+        pb::ShipmentStatus::InTransit,
+        pb::ShipmentStatus::OutForDelivery,
+        pb::ShipmentStatus::Delivered,
+    ] {
+        app.advance(&shipment.id, status, "").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let owed = app.syncs(&shipment.id).await;
+    assert_eq!(owed.len(), 2, "{owed:?}");
+    let (status, state, attempts, failed) = &owed[0];
+    assert_eq!((status.as_str(), state.as_str()), ("SHIPPED", "pending"));
+    assert!(*attempts >= 2, "attempted {attempts} times");
+    assert!(failed);
+    // COMPLETED waits behind SHIPPED: never sent before it.
+    assert_eq!(
+        owed[1],
+        ("COMPLETED".to_owned(), "pending".to_owned(), 0, false)
+    );
+    // Still retried later, still pending.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let later = app.syncs(&shipment.id).await;
+    assert!(later[0].2 > *attempts, "{later:?}");
+    assert_eq!(later[0].1, "pending");
+    app.teardown().await;
+}
+
+/// What the stand-in order service was asked, and how it answers.
+#[derive(Default)]
+struct OrderLog {
+    /// (order id, status, calling service) in arrival order.
+    calls: Vec<(String, order_pb::OrderStatus, String)>,
+    /// Orders that are cancelled: FAILED_PRECONDITION.
+    cancelled: HashSet<String>,
+    /// UNAVAILABLE for this many calls first.
+    unavailable: usize,
+}
+
+/// A stand-in for the order service's UpdateOrderStatus (the real one is not in this crate).
+/// It checks the caller's service token like the real method guard does.
+#[derive(Clone)]
+struct StandInOrders {
+    log: Arc<Mutex<OrderLog>>,
+    verifier: ServiceVerifier,
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not in the stand-in"))
+}
+
+#[tonic::async_trait]
+impl OrderService for StandInOrders {
+    async fn place_order(
+        &self,
+        _: Request<order_pb::PlaceOrderRequest>,
+    ) -> Result<Response<order_pb::PlaceOrderResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn get_order(
+        &self,
+        _: Request<order_pb::GetOrderRequest>,
+    ) -> Result<Response<order_pb::GetOrderResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_orders(
+        &self,
+        _: Request<order_pb::ListOrdersRequest>,
+    ) -> Result<Response<order_pb::ListOrdersResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn cancel_order(
+        &self,
+        _: Request<order_pb::CancelOrderRequest>,
+    ) -> Result<Response<order_pb::CancelOrderResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn update_order_status(
+        &self,
+        request: Request<order_pb::UpdateOrderStatusRequest>,
+    ) -> Result<Response<order_pb::UpdateOrderStatusResponse>, Status> {
+        let caller = request
+            .metadata()
+            .get(SERVICE_TOKEN)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|token| self.verifier.verify(token).ok())
+            .map(|identity| identity.name)
+            .ok_or_else(|| Status::unauthenticated("a service token is required"))?;
+        let message = request.into_inner();
+        let mut log = self.log.lock().unwrap();
+        log.calls
+            .push((message.order_id.clone(), message.status(), caller));
+        if log.unavailable > 0 {
+            log.unavailable -= 1;
+            return Err(Status::unavailable("starting up"));
+        }
+        if log.cancelled.contains(&message.order_id) {
+            return Err(Status::failed_precondition("the order is CANCELLED"));
+        }
+        Ok(Response::new(order_pb::UpdateOrderStatusResponse {
+            order: None,
+        }))
+    }
+
+    async fn refund_order(
+        &self,
+        _: Request<order_pb::RefundOrderRequest>,
+    ) -> Result<Response<order_pb::RefundOrderResponse>, Status> {
+        unimplemented()
+    }
+
+    type WatchOrderStream = futures::stream::Empty<Result<order_pb::WatchOrderResponse, Status>>;
+
+    async fn watch_order(
+        &self,
+        _: Request<order_pb::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        unimplemented()
+    }
+}
+
+/// Serves a stand-in order service on `listener` that trusts the identities of `verifier`.
+fn serve_orders(
+    listener: tokio::net::TcpListener,
+    log: Arc<Mutex<OrderLog>>,
+    verifier: ServiceVerifier,
+) -> String {
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(OrderServiceServer::new(StandInOrders { log, verifier }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    url
+}
+
+/// Starts the delivery service with a stand-in order service, which it returns the log of.
+async fn spawn_with_orders(
+    config: DeliveryConfig,
+    log: OrderLog,
+) -> (TestApp, Arc<Mutex<OrderLog>>) {
+    let log = Arc::new(Mutex::new(log));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shared = log.clone();
+    let app = spawn_app_with(config, move |verifier| {
+        serve_orders(listener, shared, verifier)
+    })
+    .await;
+    (app, log)
+}
+
+#[tokio::test]
+async fn pending_order_updates_are_delivered_once_the_order_service_is_back() {
+    let mut app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    for status in [
+        pb::ShipmentStatus::InTransit,
+        pb::ShipmentStatus::OutForDelivery,
+        pb::ShipmentStatus::Delivered,
+    ] {
+        app.advance(&shipment.id, status, "").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let owed = app.syncs(&shipment.id).await;
+    assert_eq!(owed.len(), 2);
+    assert!(owed.iter().all(|s| s.1 == "pending"), "{owed:?}");
+
+    // The instance that cannot reach the order service stops (a restart, a crash); a new one
+    // that can reach it delivers what was owed, from the database.
+    let log = Arc::new(Mutex::new(OrderLog::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let order_url = serve_orders(listener, log.clone(), app.started.keys.verifier().clone());
+    app.env = test_env(&app.run_dir, &app.db_url, &order_url);
+    app.channel = app.start_instance(no_courier()).await;
+    let replacement = app.others.pop().unwrap();
+    std::mem::replace(&mut app.started, replacement)
+        .stop()
+        .await;
+
+    let started = Instant::now();
+    loop {
+        let owed = app.syncs(&shipment.id).await;
+        if owed.iter().all(|s| s.1 == "done") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{owed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls: Vec<order_pb::OrderStatus> = log.lock().unwrap().calls.iter().map(|c| c.1).collect();
+    assert_eq!(
+        calls,
+        [
+            order_pb::OrderStatus::Shipped,
+            order_pb::OrderStatus::Completed
+        ]
+    );
+    // The shipment is served by the new instance as before.
+    let delivered = app.get(&shipment.id, &app.alice.token).await.unwrap();
+    assert_eq!(delivered.status(), pb::ShipmentStatus::Delivered);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_order_follows_the_shipment_signed_as_the_delivery_service() {
+    let (app, log) = spawn_with_orders(
+        fast(100),
+        OrderLog {
+            // The order service is unavailable at first: the updates are retried.
+            unavailable: 2,
+            ..OrderLog::default()
+        },
+    )
+    .await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    app.wait_for(
+        &shipment.id,
+        pb::ShipmentStatus::Delivered,
+        Duration::from_secs(10),
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let owed = app.syncs(&shipment.id).await;
+        if owed.iter().all(|s| s.1 == "done") && owed.len() == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{owed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = log.lock().unwrap().calls.clone();
+    let statuses: Vec<order_pb::OrderStatus> = calls.iter().map(|c| c.1).collect();
+    // Two refused attempts of SHIPPED, then SHIPPED, then COMPLETED: in order, each until OK.
+    assert_eq!(
+        statuses,
+        [
+            order_pb::OrderStatus::Shipped,
+            order_pb::OrderStatus::Shipped,
+            order_pb::OrderStatus::Shipped,
+            order_pb::OrderStatus::Completed,
+        ]
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|(order, _, caller)| *order == shipment.order_id && caller == "delivery")
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn updates_of_a_cancelled_order_are_given_up() {
+    let (app, log) = spawn_with_orders(no_courier(), OrderLog::default()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    log.lock()
+        .unwrap()
+        .cancelled
+        .insert(shipment.order_id.clone());
+    app.advance(&shipment.id, pb::ShipmentStatus::InTransit, "Hub")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let owed = app.syncs(&shipment.id).await;
+        if owed.len() == 1 && owed[0].1 != "pending" {
+            assert_eq!(owed[0].1, "rejected");
+            assert_eq!(owed[0].2, 1, "tried once");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{owed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log.lock().unwrap().calls.len(), 1, "not retried");
+    app.teardown().await;
+}
