@@ -81,6 +81,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::IF_MATCH,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-cart-id"),
         ])
         .expose_headers([
             header::ETAG,

@@ -6,14 +6,16 @@ use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use shopmesh_contracts::pb::shopmesh::cart::v1 as cart_pb;
 use shopmesh_contracts::user as pb;
+use shopmesh_platform::grpc::CallContext;
 use shopmesh_platform::problem::Problem;
 use tonic::metadata::MetadataValue;
 
 use crate::dto::ProblemDoc;
 use crate::dto::user::{LoginBody, RefreshTokenBody, RegisterBody, TokenResponse, UserResponse};
 use crate::extract::{Anonymous, ApiJson};
-use crate::routes::{PROBLEM, upstream};
+use crate::routes::{PROBLEM, cart, upstream};
 use crate::settings::Cidr;
 use crate::state::AppState;
 
@@ -73,9 +75,12 @@ fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Opt
     Some(real.unwrap_or(peer))
 }
 
-/// Exchange email and password for an access token and a refresh token.
+/// Exchange email and password for an access token and a refresh token. With `X-Cart-Id`, the
+/// anonymous cart of that id is merged into the user's cart (quantities add up, at most 99 a
+/// line and 50 lines); a merge that fails does not fail the login.
 #[utoipa::path(
     post, path = "/api/auth/login", tag = "auth",
+    params(("X-Cart-Id" = Option<uuid::Uuid>, Header, description = "The anonymous cart to merge into the user's cart")),
     request_body = LoginBody,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
@@ -102,7 +107,47 @@ pub async fn login(
         request.metadata_mut().insert(CLIENT_IP, ip);
     }
     let response = state.user.clone().login(request).await.map_err(upstream)?;
-    tokens(response.into_inner().tokens)
+    let pair = response.into_inner().tokens;
+    if let Some(pair) = &pair {
+        merge_anonymous_cart(&state, &ctx, &headers, &pair.access_token).await;
+    }
+    tokens(pair)
+}
+
+/// Moves the anonymous cart named by `X-Cart-Id` into the user's cart, as the user who just
+/// logged in. Best effort: the login has succeeded whatever happens here, so a failure is only
+/// logged (the anonymous cart stays and a later login can merge it).
+async fn merge_anonymous_cart(
+    state: &AppState,
+    ctx: &CallContext,
+    headers: &HeaderMap,
+    access_token: &str,
+) {
+    let cart_id = match cart::cart_id(headers) {
+        Ok(Some(id)) => id,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::warn!("login with a malformed X-Cart-Id: no cart merged");
+            return;
+        }
+    };
+    let Ok(mut client) = cart::cart_client(state) else {
+        tracing::warn!("no cart service known: the anonymous cart was not merged");
+        return;
+    };
+    let as_user = CallContext {
+        request_id: ctx.request_id.clone(),
+        bearer: Some(access_token.to_owned()),
+        deadline: ctx.deadline,
+    };
+    if let Err(status) = client
+        .merge_cart(as_user.request(cart_pb::MergeCartRequest {
+            anonymous_cart_id: cart_id.hyphenated().to_string(),
+        }))
+        .await
+    {
+        tracing::warn!(code = ?status.code(), message = %status.message(), "could not merge the anonymous cart at login");
+    }
 }
 
 /// Rotate a refresh token: the old one stops working, a new pair is returned. Presenting an
