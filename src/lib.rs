@@ -15,6 +15,10 @@ pub fn services() -> Vec<Arc<dyn Service>> {
     vec![
         Arc::new(shopmesh_user::User),
         Arc::new(shopmesh_product::Product::default()),
+        Arc::new(shopmesh_payment::Payment::default()),
+        Arc::new(shopmesh_delivery::Delivery::default()),
+        Arc::new(shopmesh_order::Order::default()),
+        Arc::new(shopmesh_cart::Cart),
     ]
 }
 
@@ -35,10 +39,10 @@ mod tests {
         let env = Env::from_map(HashMap::new()).unwrap();
         Settings::from_env(&env).unwrap();
         shopmesh_gateway::settings::GatewaySettings::from_env(&env).unwrap();
-        shopmesh_user::UserSettings::from_env(&env).unwrap();
-        shopmesh_product::ProductConfig::from_env(&env).unwrap();
-        shopmesh_product::database_url(&env).unwrap();
         let mesh = super::mesh();
+        for service in mesh.services() {
+            service.read_settings(&env).unwrap();
+        }
         mesh.configured_peers(&env).unwrap();
         let mut keys = env.keys_read();
         for service in mesh.services() {

@@ -68,9 +68,11 @@ pub struct TestApp {
     /// This installation's service identity keys (to call internal RPCs as a service would).
     pub keys: MeshKeys,
     pub nginx: Nginx,
+    /// The gRPC URL of every service running in the test, by name.
+    pub grpc: std::collections::BTreeMap<String, String>,
     _running: Running,
     _run_dir: TempDir,
-    _database: PgDatabase,
+    _databases: Vec<PgDatabase>,
     _mongo_database: MongoDatabase,
 }
 
@@ -174,6 +176,23 @@ pub fn test_env(options: &Options, run_dir: &Path) -> (Env, String) {
             "PRODUCT_DATABASE_URL",
             format!("{}/product_{unique}", postgres_server()),
         ),
+        (
+            "ORDER_DATABASE_URL",
+            format!("{}/order_{unique}", postgres_server()),
+        ),
+        (
+            "PAYMENT_DATABASE_URL",
+            format!("{}/payment_{unique}", postgres_server()),
+        ),
+        (
+            "DELIVERY_DATABASE_URL",
+            format!("{}/delivery_{unique}", postgres_server()),
+        ),
+        ("CART_KEY_PREFIX", format!("test:{unique}:cart:")),
+        // A shopper watches the whole delivery in a few seconds.
+        ("DELIVERY_COURIER_STEP_MS", "400".to_owned()),
+        ("ORDER_RECOVERY_INTERVAL_MS", "300".to_owned()),
+        ("ORDER_SAGA_LEASE_MS", "2000".to_owned()),
         ("MONGODB_URL", mongodb_url()),
         ("MONGODB_DATABASE", database.clone()),
         ("REDIS_URL", redis_url()),
@@ -345,7 +364,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let run_dir = TempDir::new("shopmesh-test");
     let (env, database) = test_env(&options, &run_dir.0);
     let settings = Settings::from_env(&env).expect("test settings");
-    let product_database = database.replacen("test_", "product_", 1);
+    let databases = ["product", "order", "payment", "delivery"]
+        .map(|service| PgDatabase(database.replacen("test_", &format!("{service}_"), 1)))
+        .into();
     let mesh = test_mesh(&options);
     let mut targets = vec![run::ALL];
     if let Some(services) = &options.services {
@@ -368,6 +389,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let gateway_addr = running.gateway_addr.expect("gateway runs");
     let gateway_url = format!("http://{gateway_addr}");
     let keys = running.started.keys.clone();
+    let grpc = running
+        .started
+        .peers
+        .iter()
+        .map(|(name, url)| (name.to_owned(), url.to_owned()))
+        .collect();
 
     let nginx_dir = run_dir.0.join("nginx");
     let edge_port = free_port();
@@ -398,9 +425,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         mongo,
         keys,
         nginx,
+        grpc,
         _running: running,
         _run_dir: run_dir,
-        _database: PgDatabase(product_database),
+        _databases: databases,
         _mongo_database: MongoDatabase(database),
     }
 }

@@ -8,40 +8,56 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
+use shopmesh_platform::mesh::{addr_key, url_key};
+
 use crate::helpers::{
     PASSWORD, PgDatabase, TempDir, free_port, mongodb_url, postgres_server, redis_url,
 };
 
-/// Environment for one process test; the guard drops its product database afterwards.
-fn base_env() -> (HashMap<&'static str, String>, String, PgDatabase) {
+/// Environment for one process test: its own databases and key prefixes, and an address for
+/// every service; the guards drop its PostgreSQL databases afterwards.
+fn base_env() -> (HashMap<String, String>, String, Vec<PgDatabase>) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let database = format!("test_{unique}");
-    let env = HashMap::from([
+    let mut env: HashMap<String, String> = [
         ("SHOPMESH_PROFILE", "dev".to_owned()),
         ("LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("MONGODB_URL", mongodb_url()),
         ("MONGODB_DATABASE", database.clone()),
         ("REDIS_URL", redis_url()),
-        (
-            "PRODUCT_DATABASE_URL",
-            format!("{}/product_{unique}", postgres_server()),
-        ),
         ("REDIS_KEY_PREFIX", format!("test:{unique}:")),
+        ("CART_KEY_PREFIX", format!("test:{unique}:cart:")),
         ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
-    ]);
-    let guard = PgDatabase(format!("product_{unique}"));
-    (env, database, guard)
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut guards = Vec::new();
+    for service in ["product", "order", "payment", "delivery"] {
+        let name = format!("{service}_{unique}");
+        env.insert(
+            format!("{}_DATABASE_URL", service.to_ascii_uppercase()),
+            format!("{}/{name}", postgres_server()),
+        );
+        guards.push(PgDatabase(name));
+    }
+    for service in shopmesh::services() {
+        let port = free_port();
+        env.insert(addr_key(service.name()), format!("127.0.0.1:{port}"));
+        env.insert(url_key(service.name()), format!("http://127.0.0.1:{port}"));
+    }
+    (env, database, guards)
 }
 
-fn shopmesh(env: &HashMap<&'static str, String>, dir: &TempDir) -> Command {
+fn shopmesh(env: &HashMap<String, String>, dir: &TempDir) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shopmesh"));
     // A directory without a .env file, so only the given environment counts.
     command
         .current_dir(&dir.0)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .kill_on_drop(true);
     command
 }
@@ -52,13 +68,25 @@ async fn an_in_flight_request_completes_when_sigterm_arrives() {
     let (mut env, _, _db) = base_env();
     let gateway_port = free_port();
     let user_port = free_port();
-    env.insert("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"));
-    env.insert("USER_GRPC_ADDR", format!("127.0.0.1:{user_port}"));
-    env.insert("USER_GRPC_URL", format!("http://127.0.0.1:{user_port}"));
-    let product_port = free_port();
-    env.insert("PRODUCT_GRPC_ADDR", format!("127.0.0.1:{product_port}"));
     env.insert(
-        "PRODUCT_GRPC_URL",
+        "GATEWAY_ADDR".to_owned(),
+        format!("127.0.0.1:{gateway_port}"),
+    );
+    env.insert(
+        "USER_GRPC_ADDR".to_owned(),
+        format!("127.0.0.1:{user_port}"),
+    );
+    env.insert(
+        "USER_GRPC_URL".to_owned(),
+        format!("http://127.0.0.1:{user_port}"),
+    );
+    let product_port = free_port();
+    env.insert(
+        "PRODUCT_GRPC_ADDR".to_owned(),
+        format!("127.0.0.1:{product_port}"),
+    );
+    env.insert(
+        "PRODUCT_GRPC_URL".to_owned(),
         format!("http://127.0.0.1:{product_port}"),
     );
     let mut child = shopmesh(&env, &dir)
@@ -124,10 +152,10 @@ async fn an_in_flight_request_completes_when_sigterm_arrives() {
 async fn production_refuses_to_start_without_a_signing_key() {
     let dir = TempDir::new("shopmesh-proc");
     let (mut env, _, _db) = base_env();
-    env.insert("SHOPMESH_PROFILE", "production".into());
-    env.insert("USER_GRPC_ADDR", "127.0.0.1:0".into());
+    env.insert("SHOPMESH_PROFILE".to_owned(), "production".into());
+    env.insert("USER_GRPC_ADDR".to_owned(), "127.0.0.1:0".into());
     let keys = dir.0.join("mesh");
-    env.insert("MESH_KEYS_DIR", keys.display().to_string());
+    env.insert("MESH_KEYS_DIR".to_owned(), keys.display().to_string());
     // Production generates no keys: without the service identity keys it refuses to start.
     let output = shopmesh(&env, &dir)
         .args(["serve", "--target", "user"])
@@ -227,17 +255,32 @@ async fn split_targets_work_as_separate_processes() {
     let gateway_port = free_port();
     let user_metrics = free_port();
     let product_metrics = free_port();
-    env.insert("USER_GRPC_ADDR", format!("127.0.0.1:{user_port}"));
-    env.insert("USER_GRPC_URL", format!("http://127.0.0.1:{user_port}"));
-    env.insert("PRODUCT_GRPC_ADDR", format!("127.0.0.1:{product_port}"));
     env.insert(
-        "PRODUCT_GRPC_URL",
+        "USER_GRPC_ADDR".to_owned(),
+        format!("127.0.0.1:{user_port}"),
+    );
+    env.insert(
+        "USER_GRPC_URL".to_owned(),
+        format!("http://127.0.0.1:{user_port}"),
+    );
+    env.insert(
+        "PRODUCT_GRPC_ADDR".to_owned(),
+        format!("127.0.0.1:{product_port}"),
+    );
+    env.insert(
+        "PRODUCT_GRPC_URL".to_owned(),
         format!("http://127.0.0.1:{product_port}"),
     );
-    env.insert("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"));
+    env.insert(
+        "GATEWAY_ADDR".to_owned(),
+        format!("127.0.0.1:{gateway_port}"),
+    );
     let spawn = |target: &str, metrics_port: u16| {
         let mut env = env.clone();
-        env.insert("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+        env.insert(
+            "METRICS_ADDR".to_owned(),
+            format!("127.0.0.1:{metrics_port}"),
+        );
         shopmesh(&env, &dir)
             .args(["serve", "--target", target])
             .stdout(Stdio::null())
@@ -249,6 +292,11 @@ async fn split_targets_work_as_separate_processes() {
     let _gateway = spawn("gateway", free_port());
     let _user = spawn("user", user_metrics);
     let _product = spawn("product", product_metrics);
+    // The services the test does not look at still run: /readyz waits for every one.
+    let _others: Vec<_> = ["cart", "order", "payment", "delivery"]
+        .into_iter()
+        .map(|target| spawn(target, free_port()))
+        .collect();
     let edge = format!("http://127.0.0.1:{gateway_port}");
     wait_http(&format!("{edge}/readyz")).await;
 

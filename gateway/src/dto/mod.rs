@@ -4,8 +4,12 @@
 //! error answer and the conversion of protobuf's empty strings (timestamps convert with
 //! `shopmesh_platform::time`).
 
+pub mod cart;
 pub mod inventory;
+pub mod order;
+pub mod payment;
 pub mod product;
+pub mod shipment;
 pub mod system;
 pub mod user;
 

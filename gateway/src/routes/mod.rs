@@ -2,8 +2,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cart;
 pub mod inventory;
+pub mod orders;
+pub mod payments;
 pub mod products;
+pub mod shipments;
 pub mod system;
 pub mod users;
 
@@ -37,6 +41,8 @@ pub const PROBLEM: &str = "application/problem+json";
         (name = "auth", description = "Registration, login, token refresh and logout"),
         (name = "users", description = "The caller's own profile and addresses"),
         (name = "catalog", description = "Products and categories"),
+        (name = "cart", description = "The shopping cart and checkout"),
+        (name = "orders", description = "The caller's orders, their payments and shipments"),
         (name = "admin", description = "Administration (admin role required)"),
         (name = "system", description = "Health, readiness and public keys"),
     )
@@ -149,4 +155,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(system::jwks))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
+        .merge(cart::routes())
+        .merge(orders::routes())
+        .merge(payments::routes())
+        .merge(shipments::routes())
 }
