@@ -9,81 +9,39 @@
 // the test functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use shopmesh_contracts::pb::shopmesh::cart::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::cart::v1::cart_service_client::CartServiceClient;
-use shopmesh_contracts::pb::shopmesh::common::v1::{Money, PostalAddress};
+use shopmesh_contracts::pb::shopmesh::common::v1::PostalAddress;
 use shopmesh_contracts::pb::shopmesh::product::v1 as product_pb;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user as user_pb;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
-use shopmesh_platform::auth::{Identity, Role, Tier};
-use shopmesh_platform::mesh::{Built, Context, Mesh, Service, Started};
-use shopmesh_platform::{Env, Settings};
-use shopmesh_user::token::TokenSigner;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use shopmesh_platform::mesh::{Mesh, Service};
+use shopmesh_testkit::{
+    NotStarted, PgDatabase, TestEnv, TestMesh, bad_fields, closed_port, usd, with_bearer,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const REDIS: &str = "redis://127.0.0.1:6379";
 const TTL_SECS: i64 = 3600;
 
-/// A service of the mesh that this test process does not run (its peers only need its address).
-struct NotStarted(&'static str);
-
-impl Service for NotStarted {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-
-    fn default_port(&self) -> u16 {
-        0
-    }
-
-    fn grpc_services(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn migrate(&self, _env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
-        async { Ok(()) }.boxed()
-    }
-
-    fn build(&self, _ctx: Context) -> BoxFuture<'static, anyhow::Result<Built>> {
-        async { anyhow::bail!("not started in these tests") }.boxed()
-    }
-}
-
 struct TestApp {
-    db_name: String,
+    database: PgDatabase,
     /// The user service's MongoDB database, when it runs.
     users_db: Option<String>,
     user_channel: Option<Channel>,
     /// Every Redis key of the test starts with it.
     root_prefix: String,
-    run_dir: PathBuf,
     prefix: String,
     cart_channel: Channel,
     product_channel: Channel,
     redis: redis::aio::MultiplexedConnection,
-    signer: TokenSigner,
     admin_token: String,
-    started: Started,
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    mesh: TestMesh,
 }
 
 async fn spawn_app() -> TestApp {
@@ -97,137 +55,70 @@ async fn spawn_app_with_users() -> TestApp {
 
 async fn spawn(with_users: bool) -> TestApp {
     let id = Uuid::new_v4().simple();
-    let db_name = format!("cart_test_{id}");
-    let url = format!("{SERVER}/{db_name}");
-    let run_dir = std::env::temp_dir().join(format!("shopmesh-cart-test-{id}"));
+    let database = PgDatabase::new("cart_test");
     let root_prefix = format!("shopmesh-test:{id}:");
     let prefix = format!("{root_prefix}cart:");
-    let user_prefix = format!("{root_prefix}user:");
     let users_db = format!("cart_test_users_{id}");
     let nowhere = format!("http://127.0.0.1:{}", closed_port());
-    let ttl = TTL_SECS.to_string();
-    let mut entries = vec![
-        ("SHOPMESH_PROFILE", "dev"),
-        ("LOG_FORMAT", "pretty"),
-        (
-            "SHOPMESH_RUN_DIR",
-            run_dir.to_str().expect("utf-8 temp dir"),
-        ),
-        ("PRODUCT_DATABASE_URL", url.as_str()),
-        ("PRODUCT_GRPC_ADDR", "127.0.0.1:0"),
-        ("CART_GRPC_ADDR", "127.0.0.1:0"),
-        ("CART_REDIS_URL", REDIS),
-        ("CART_KEY_PREFIX", prefix.as_str()),
-        ("CART_TTL_SECS", ttl.as_str()),
-        ("ORDER_GRPC_URL", nowhere.as_str()),
-        ("SHUTDOWN_GRACE_SECS", "5"),
-    ];
-    if with_users {
-        entries.extend([
-            ("USER_GRPC_ADDR", "127.0.0.1:0"),
-            ("MONGODB_DATABASE", users_db.as_str()),
-            ("REDIS_KEY_PREFIX", user_prefix.as_str()),
-        ]);
+    let env = TestEnv::new("cart")
+        .serve("product")
+        .database("product", database.url())
+        .serve("cart")
+        .set("CART_REDIS_URL", REDIS)
+        .set("CART_KEY_PREFIX", prefix.as_str())
+        .set("CART_TTL_SECS", TTL_SECS.to_string())
+        .set("ORDER_GRPC_URL", nowhere.as_str());
+    let env = if with_users {
+        env.serve("user")
+            .set("MONGODB_DATABASE", users_db.as_str())
+            .set("REDIS_KEY_PREFIX", format!("{root_prefix}user:"))
     } else {
-        entries.push(("USER_GRPC_URL", nowhere.as_str()));
-    }
-    let map: HashMap<String, String> = entries
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let env = Env::from_map(map).expect("test environment");
-    let settings = Settings::from_env(&env).expect("test settings");
+        env.set("USER_GRPC_URL", nowhere.as_str())
+    };
     let user: Arc<dyn Service> = if with_users {
         Arc::new(shopmesh_user::User)
     } else {
-        Arc::new(NotStarted("user"))
+        Arc::new(NotStarted::new("user"))
     };
-    let mesh = Mesh::new(vec![
+    let services = Mesh::new(vec![
         user,
         Arc::new(shopmesh_product::Product::default()),
         Arc::new(shopmesh_cart::Cart),
-        Arc::new(NotStarted("order")),
+        Arc::new(NotStarted::new("order")),
     ]);
     let targets: &[&str] = if with_users {
         &["user", "product", "cart"]
     } else {
         &["product", "cart"]
     };
-    let started = mesh
-        .start(&env, &settings, targets)
-        .await
-        .expect("the services start");
-
     // User access tokens are signed by the user service alone. Without it, the verifier is
-    // handed the public key of a test signer directly; with it, its own keys are fetched.
-    let signer = TokenSigner::from_key(
-        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        &settings.jwt,
-        Duration::from_secs(900),
-    )
-    .expect("token signer");
-    if with_users {
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while !started.jwks.is_loaded() {
-            assert!(std::time::Instant::now() < until, "the JWKS never loaded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    } else {
-        started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
-    }
+    // handed the public key of a test signer; with it, its own keys are fetched.
+    let mesh = TestMesh::start(&env, &services, targets, &[]).await;
 
-    let connect = |addr: std::net::SocketAddr| async move {
-        Channel::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("server accepts connections")
-    };
-    let cart_channel = connect(started.addrs["cart"]).await;
-    let product_channel = connect(started.addrs["product"]).await;
-    let user_channel = match started.addrs.get("user") {
-        Some(addr) => Some(connect(*addr).await),
-        None => None,
+    let cart_channel = mesh.channel("cart").await;
+    let product_channel = mesh.channel("product").await;
+    let user_channel = if with_users {
+        Some(mesh.channel("user").await)
+    } else {
+        None
     };
     let redis = redis::Client::open(REDIS)
         .expect("redis url")
         .get_multiplexed_async_connection()
         .await
         .expect("redis connection");
-    let admin_token = sign(&signer, Uuid::now_v7().to_string(), Role::Admin);
     TestApp {
-        db_name,
+        database,
         users_db: with_users.then_some(users_db),
         user_channel,
         root_prefix,
-        run_dir,
         prefix,
         cart_channel,
         product_channel,
         redis,
-        signer,
-        admin_token,
-        started,
+        admin_token: mesh.users.admin_token(),
+        mesh,
     }
-}
-
-fn sign(signer: &TokenSigner, user_id: String, role: Role) -> String {
-    signer
-        .sign(&Identity {
-            user_id,
-            role,
-            tier: Tier::Standard,
-        })
-        .expect("token")
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    request
 }
 
 fn anonymous<T>(message: T, cart_id: &str) -> Request<T> {
@@ -246,22 +137,8 @@ struct Customer {
 
 impl Customer {
     fn req<T>(&self, message: T) -> Request<T> {
-        with_token(message, &self.token)
+        with_bearer(message, &self.token)
     }
-}
-
-fn usd(amount_minor: i64) -> Option<Money> {
-    Some(Money {
-        amount_minor,
-        currency: "USD".into(),
-    })
-}
-
-fn bad_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 fn add(sku: &str, quantity: i32) -> pb::AddItemRequest {
@@ -325,16 +202,16 @@ impl TestApp {
     }
 
     fn customer(&self) -> Customer {
-        let id = Uuid::now_v7().to_string();
+        let user = self.mesh.users.customer();
         Customer {
-            token: sign(&self.signer, id.clone(), Role::Customer),
-            id,
+            id: user.id,
+            token: user.token,
         }
     }
 
     async fn create_product(&self, sku: &str, price: i64) -> product_pb::Product {
         self.products()
-            .create_product(with_token(
+            .create_product(with_bearer(
                 product_pb::CreateProductRequest {
                     product: Some(product_pb::ProductInput {
                         sku: sku.into(),
@@ -363,7 +240,7 @@ impl TestApp {
         paths: &[&str],
     ) -> product_pb::Product {
         self.products()
-            .update_product(with_token(
+            .update_product(with_bearer(
                 product_pb::UpdateProductRequest {
                     product_id: product.id.clone(),
                     product: Some(input),
@@ -422,7 +299,7 @@ impl TestApp {
         drop(self.cart_channel);
         drop(self.product_channel);
         drop(self.user_channel);
-        self.started.stop().await;
+        self.mesh.stop().await;
         if let Some(users_db) = &self.users_db {
             mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017")
                 .await
@@ -445,18 +322,7 @@ impl TestApp {
                 .await
                 .expect("del");
         }
-        let options: PgConnectOptions = format!("{SERVER}/postgres").parse().expect("url");
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .expect("maintenance");
-        sqlx::query(&format!(
-            "drop database if exists \"{}\" with (force)",
-            self.db_name
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("drop test database");
-        std::fs::remove_dir_all(&self.run_dir).expect("remove the run directory");
+        self.database.drop().await;
     }
 }
 

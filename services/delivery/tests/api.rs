@@ -10,13 +10,10 @@
 // the test functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use shopmesh_contracts::pb::shopmesh::common::v1::PostalAddress;
 use shopmesh_contracts::pb::shopmesh::delivery::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::delivery::v1::delivery_service_client::DeliveryServiceClient;
@@ -26,72 +23,31 @@ use shopmesh_contracts::pb::shopmesh::order::v1::order_service_server::{
 };
 use shopmesh_contracts::pb::shopmesh::user::v1::Tier as PbTier;
 use shopmesh_delivery::{Delivery, DeliveryConfig};
-use shopmesh_platform::auth::{Identity, Role, Tier};
-use shopmesh_platform::identity::{SERVICE_TOKEN, ServiceSigner, ServiceVerifier};
-use shopmesh_platform::mesh::{Built, Context, Mesh, Service, Started};
-use shopmesh_platform::{Env, Settings};
-use shopmesh_user::token::TokenSigner;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use shopmesh_platform::identity::{SERVICE_TOKEN, ServiceVerifier};
+use shopmesh_platform::mesh::{Mesh, Service};
+use shopmesh_testkit::TestUser as User;
+use shopmesh_testkit::{NotStarted, PgDatabase, TestEnv, TestMesh, connect, with_bearer};
+use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
 /// Where the order service is "reachable" when it is down: nothing listens on port 1.
 const ORDER_DOWN: &str = "http://127.0.0.1:1";
 
-/// Stands in for the order service in the mesh's list, so that the delivery service knows its
-/// address; it is never started here.
-struct AbsentOrder;
-
-impl Service for AbsentOrder {
-    fn name(&self) -> &'static str {
-        "order"
-    }
-
-    fn default_port(&self) -> u16 {
-        50054
-    }
-
-    fn grpc_services(&self) -> &'static [&'static str] {
-        &["shopmesh.order.v1.OrderService"]
-    }
-
-    fn migrate(&self, _env: Env, _settings: Settings) -> BoxFuture<'static, anyhow::Result<()>> {
-        async { Ok(()) }.boxed()
-    }
-
-    fn build(&self, _ctx: Context) -> BoxFuture<'static, anyhow::Result<Built>> {
-        async { anyhow::bail!("the order service does not run in these tests") }.boxed()
-    }
-}
-
-struct User {
-    id: String,
-    token: String,
-}
-
 struct TestApp {
-    db_name: String,
-    db_url: String,
-    run_dir: PathBuf,
-    env: Env,
-    settings: Settings,
+    database: PgDatabase,
+    /// The environment of the instances; a test may change it before it starts another one.
+    env: TestEnv,
+    /// The first instance, and `others` on the same database.
+    mesh: TestMesh,
     channel: Channel,
     /// Direct access for assertions on rows the API does not expose (order updates owed).
     db: PgPool,
-    signer: TokenSigner,
     admin: User,
     alice: User,
     bob: User,
-    /// The order service's identity: the only caller CreateShipment admits.
-    order_identity: ServiceSigner,
-    started: Started,
-    /// More instances on the same database.
-    others: Vec<Started>,
 }
 
 /// A short courier step and quick order-sync retries.
@@ -113,29 +69,16 @@ fn no_courier() -> DeliveryConfig {
     }
 }
 
-fn test_env(run_dir: &std::path::Path, url: &str, order_url: &str) -> Env {
-    let map: HashMap<String, String> = [
-        ("SHOPMESH_PROFILE", "dev"),
-        ("LOG_FORMAT", "pretty"),
-        (
-            "SHOPMESH_RUN_DIR",
-            run_dir.to_str().expect("utf-8 temp dir"),
-        ),
-        ("DELIVERY_DATABASE_URL", url),
-        ("DELIVERY_GRPC_ADDR", "127.0.0.1:0"),
-        ("ORDER_GRPC_URL", order_url),
-        ("SHUTDOWN_GRACE_SECS", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    Env::from_map(map).expect("test environment")
-}
-
 fn mesh(config: DeliveryConfig) -> Mesh {
     Mesh::new(vec![
         Arc::new(Delivery::with_config(config)) as Arc<dyn Service>,
-        Arc::new(AbsentOrder),
+        // Stands in for the order service in the mesh's list, so that the delivery service
+        // knows its address; it is never started here.
+        Arc::new(NotStarted::like(
+            "order",
+            50054,
+            &["shopmesh.order.v1.OrderService"],
+        )),
     ])
 }
 
@@ -149,85 +92,29 @@ async fn spawn_app_with(
     config: DeliveryConfig,
     order_url: impl FnOnce(ServiceVerifier) -> String,
 ) -> TestApp {
-    let id = Uuid::new_v4().simple();
-    let db_name = format!("delivery_test_{id}");
-    let url = format!("{SERVER}/{db_name}");
-    let run_dir = std::env::temp_dir().join(format!("shopmesh-delivery-test-{id}"));
-    let probe = test_env(&run_dir, &url, ORDER_DOWN);
-    let settings = Settings::from_env(&probe).expect("test settings");
-    let mesh = mesh(config);
+    let database = PgDatabase::new("delivery_test");
+    let env = TestEnv::new("delivery")
+        .serve("delivery")
+        .database("delivery", database.url());
+    let services = mesh(config);
     // The identity keys (the order service's included) are generated before the start, so a
     // stand-in order service can verify the delivery service's tokens.
-    let keys = mesh.keys(&settings).expect("identity keys");
-    let env = test_env(&run_dir, &url, &order_url(keys.verifier().clone()));
+    let keys = services.keys(&env.settings()).expect("identity keys");
+    let env = env.set("ORDER_GRPC_URL", order_url(keys.verifier().clone()));
     // The delivery service creates its database itself (through the maintenance database).
-    let started = mesh
-        .start(&env, &settings, &["delivery"])
-        .await
-        .expect("delivery service starts");
-
-    // User access tokens are signed by the user service alone; it does not run here, so the
-    // verifier is handed the public key of a test signer directly.
-    let signer = TokenSigner::from_key(
-        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        &settings.jwt,
-        Duration::from_secs(900),
-    )
-    .expect("token signer");
-    started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
-    let order_identity = started.keys.signer("order").expect("order signer");
-
-    let channel = connect(&started).await;
-    let db = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .expect("test connection");
-    let user = |role| {
-        let id = Uuid::now_v7().to_string();
-        let token = signer
-            .sign(&Identity {
-                user_id: id.clone(),
-                role,
-                tier: Tier::Standard,
-            })
-            .expect("token");
-        User { id, token }
-    };
+    let mesh = TestMesh::start(&env, &services, &["delivery"], &[]).await;
+    let channel = mesh.channel("delivery").await;
+    let db = database.pool().await;
     TestApp {
-        db_name,
-        db_url: url,
-        run_dir,
+        admin: mesh.users.admin(),
+        alice: mesh.users.customer(),
+        bob: mesh.users.customer(),
+        database,
         env,
-        settings,
+        mesh,
         channel,
         db,
-        admin: user(Role::Admin),
-        alice: user(Role::Customer),
-        bob: user(Role::Customer),
-        signer,
-        order_identity,
-        started,
-        others: Vec::new(),
     }
-}
-
-async fn connect(started: &Started) -> Channel {
-    let addr = started.addrs["delivery"];
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("server accepts connections")
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    request
 }
 
 fn address() -> PostalAddress {
@@ -280,25 +167,12 @@ impl TestApp {
     }
 
     fn admin<T>(&self, message: T) -> Request<T> {
-        with_token(message, &self.admin.token)
+        with_bearer(message, &self.admin.token)
     }
 
     /// A call as the order service (its service token, no user token).
     fn order<T>(&self, message: T) -> Request<T> {
-        let token = self
-            .order_identity
-            .header_value()
-            .expect("order service token");
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            SERVICE_TOKEN,
-            token
-                .to_str()
-                .expect("ascii token")
-                .parse()
-                .expect("metadata value"),
-        );
-        request
+        self.mesh.as_service("order", message)
     }
 
     /// Creates a shipment of a new order of `user` as the order service.
@@ -317,7 +191,7 @@ impl TestApp {
 
     async fn get(&self, id: &str, token: &str) -> Result<pb::Shipment, Status> {
         self.client()
-            .get_shipment(with_token(
+            .get_shipment(with_bearer(
                 pb::GetShipmentRequest {
                     shipment_id: id.into(),
                 },
@@ -329,7 +203,7 @@ impl TestApp {
 
     async fn by_order(&self, order_id: &str, token: &str) -> Result<pb::Shipment, Status> {
         self.client()
-            .get_shipment_by_order(with_token(
+            .get_shipment_by_order(with_bearer(
                 pb::GetShipmentByOrderRequest {
                     order_id: order_id.into(),
                 },
@@ -388,39 +262,20 @@ impl TestApp {
 
     /// Starts another instance on the same database and keys.
     async fn start_instance(&mut self, config: DeliveryConfig) -> Channel {
-        let started = mesh(config)
-            .start(&self.env, &self.settings, &["delivery"])
-            .await
-            .expect("another instance starts");
-        started
-            .jwks
-            .verifier()
-            .set_keys(&[self.signer.jwk().clone()]);
-        let channel = connect(&started).await;
-        self.others.push(started);
-        channel
+        let env = self.env.env();
+        let started = self
+            .mesh
+            .start_more(&env, &mesh(config), &["delivery"])
+            .await;
+        connect(started, "delivery").await
     }
 
     /// Stops the servers, drops the database and removes the run directory.
     async fn teardown(self) {
         drop(self.channel);
-        for other in self.others {
-            other.stop().await;
-        }
-        self.started.stop().await;
+        self.mesh.stop().await;
         self.db.close().await;
-        let options: PgConnectOptions = format!("{SERVER}/postgres").parse().expect("url");
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .expect("maintenance");
-        sqlx::query(&format!(
-            "drop database if exists \"{}\" with (force)",
-            self.db_name
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("drop test database");
-        std::fs::remove_dir_all(&self.run_dir).expect("remove the run directory");
+        self.database.drop().await;
     }
 }
 
@@ -501,7 +356,7 @@ async fn only_the_order_service_creates_shipments() {
     let request = || create_request(Uuid::now_v7(), &app.alice.id, PbTier::Standard);
     let customer = app
         .client()
-        .create_shipment(with_token(request(), &app.alice.token))
+        .create_shipment(with_bearer(request(), &app.alice.token))
         .await
         .unwrap_err();
     assert_eq!(customer.code(), Code::PermissionDenied);
@@ -683,7 +538,7 @@ async fn track_shipment_streams_the_history_then_live_events_and_ends() {
         .unwrap();
     let track = |token: &str, after: &str| {
         let mut client = app.client();
-        let request = with_token(
+        let request = with_bearer(
             pb::TrackShipmentRequest {
                 shipment_id: shipment.id.clone(),
                 after_event_id: after.into(),
@@ -753,7 +608,7 @@ async fn track_shipment_follows_the_courier_of_another_instance() {
     let shipment = app.ship(&app.alice, PbTier::Vip).await;
     let mut stream = app
         .client()
-        .track_shipment(with_token(
+        .track_shipment(with_bearer(
             pb::TrackShipmentRequest {
                 shipment_id: shipment.id.clone(),
                 after_event_id: String::new(),
@@ -785,7 +640,7 @@ async fn a_client_that_goes_away_is_no_longer_followed() {
     let shipment = app.ship(&app.alice, PbTier::Standard).await;
     let mut stream = app
         .client()
-        .track_shipment(with_token(
+        .track_shipment(with_bearer(
             pb::TrackShipmentRequest {
                 shipment_id: shipment.id.clone(),
                 after_event_id: String::new(),
@@ -815,7 +670,7 @@ async fn open_streams_end_at_shutdown_with_unavailable() {
     let shipment = app.ship(&app.alice, PbTier::Standard).await;
     let mut stream = app
         .client()
-        .track_shipment(with_token(
+        .track_shipment(with_bearer(
             pb::TrackShipmentRequest {
                 shipment_id: shipment.id.clone(),
                 after_event_id: String::new(),
@@ -1049,7 +904,7 @@ async fn customers_see_only_their_own_shipments() {
     // Customers cannot advance shipments, not even their own.
     let advance = app
         .client()
-        .advance_shipment(with_token(
+        .advance_shipment(with_bearer(
             advance_request(&shipment.id, pb::ShipmentStatus::InTransit, ""),
             &app.alice.token,
         ))
@@ -1285,11 +1140,12 @@ async fn pending_order_updates_are_delivered_once_the_order_service_is_back() {
     // that can reach it delivers what was owed, from the database.
     let log = Arc::new(Mutex::new(OrderLog::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let order_url = serve_orders(listener, log.clone(), app.started.keys.verifier().clone());
-    app.env = test_env(&app.run_dir, &app.db_url, &order_url);
+    let verifier = app.mesh.started.keys.verifier().clone();
+    let order_url = serve_orders(listener, log.clone(), verifier);
+    app.env = app.env.clone().set("ORDER_GRPC_URL", order_url);
     app.channel = app.start_instance(no_courier()).await;
-    let replacement = app.others.pop().unwrap();
-    std::mem::replace(&mut app.started, replacement)
+    let replacement = app.mesh.others.pop().unwrap();
+    std::mem::replace(&mut app.mesh.started, replacement)
         .stop()
         .await;
 

@@ -1,60 +1,42 @@
 //! Integration tests of the payment service over gRPC, against the local PostgreSQL. Every test
 //! gets a fresh database named by a UUID, its own run directory (service identity keys) and its
-//! own server on a free port, started through the platform's `Mesh`.
+//! own server on a free port, started through the platform's `Mesh` (the harness is
+//! `shopmesh_testkit`).
 
 // The helpers outside `#[test]` functions are test code too (clippy.toml's allowance covers only
 // the test functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::events::v1 as events;
 use shopmesh_contracts::pb::shopmesh::payment::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::payment::v1::payment_service_client::PaymentServiceClient;
 use shopmesh_payment::PaymentConfig;
-use shopmesh_platform::auth::{Identity, Role, Tier};
-use shopmesh_platform::identity::{self, SERVICE_TOKEN, ServiceSigner};
-use shopmesh_platform::mesh::{Mesh, Service, Started};
-use shopmesh_platform::{Env, Settings};
-use shopmesh_user::token::TokenSigner;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use shopmesh_platform::mesh::{Mesh, Service};
+use shopmesh_testkit::TestUser as User;
+use shopmesh_testkit::{PgDatabase, TestEnv, TestMesh, bad_fields, usd, with_bearer};
+use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
-
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 const SUCCEEDS: &str = "4242424242424242";
 const DECLINED: &str = "4000000000000002";
 const INSUFFICIENT: &str = "4000000000009995";
 const TRANSIENT: &str = "4000000000000119";
 
-/// A signed-in user: their id and access token.
-#[derive(Clone)]
-struct User {
-    id: String,
-    token: String,
-}
-
 struct TestApp {
-    db_name: String,
-    run_dir: PathBuf,
+    database: PgDatabase,
+    mesh: TestMesh,
     channel: Channel,
     /// Direct access for assertions on rows the API does not expose (the ledger).
     db: PgPool,
-    signer: TokenSigner,
     admin: User,
     customer: User,
-    /// The order service's identity: the only caller Charge admits.
-    order_identity: ServiceSigner,
-    started: Started,
 }
 
 fn test_config() -> PaymentConfig {
@@ -69,108 +51,26 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_app_with(config: PaymentConfig) -> TestApp {
-    let id = Uuid::new_v4().simple();
-    let db_name = format!("payment_test_{id}");
-    let url = format!("{SERVER}/{db_name}");
-    let run_dir = std::env::temp_dir().join(format!("shopmesh-payment-test-{id}"));
-    let map: HashMap<String, String> = [
-        ("SHOPMESH_PROFILE", "dev"),
-        ("LOG_FORMAT", "pretty"),
-        (
-            "SHOPMESH_RUN_DIR",
-            run_dir.to_str().expect("utf-8 temp dir"),
-        ),
-        ("PAYMENT_DATABASE_URL", url.as_str()),
-        ("PAYMENT_GRPC_ADDR", "127.0.0.1:0"),
-        ("SHUTDOWN_GRACE_SECS", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let env = Env::from_map(map).expect("test environment");
-    let settings = Settings::from_env(&env).expect("test settings");
-
-    // The order service does not run here, but its key must be in the trust bundle so that the
-    // tests can call as it.
-    identity::generate_keys(&settings.mesh_keys_dir, &["order"]).expect("order identity key");
-    let mesh = Mesh::new(vec![
+    let database = PgDatabase::new("payment_test");
+    let env = TestEnv::new("payment")
+        .serve("payment")
+        .database("payment", database.url());
+    let services = Mesh::new(vec![
         Arc::new(shopmesh_payment::Payment::with_config(config)) as Arc<dyn Service>,
     ]);
-    let started = mesh
-        .start(&env, &settings, &["payment"])
-        .await
-        .expect("payment service starts");
-
-    // User access tokens are signed by the user service alone; it does not run here, so the
-    // verifier is handed the public key of a test signer directly.
-    let signer = TokenSigner::from_key(
-        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        &settings.jwt,
-        Duration::from_secs(900),
-    )
-    .expect("token signer");
-    started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
-    let order_identity = started.keys.signer("order").expect("order signer");
-
-    let addr = started.addrs["payment"];
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("server accepts connections");
-    let db = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .expect("test connection");
-    let admin = user(&signer, Role::Admin);
-    let customer = user(&signer, Role::Customer);
+    // The order service does not run here, but its key must be in the trust bundle so that the
+    // tests can call as it.
+    let mesh = TestMesh::start(&env, &services, &["payment"], &["order"]).await;
+    let channel = mesh.channel("payment").await;
+    let db = database.pool().await;
     TestApp {
-        db_name,
-        run_dir,
+        admin: mesh.users.admin(),
+        customer: mesh.users.customer(),
+        database,
+        mesh,
         channel,
         db,
-        signer,
-        admin,
-        customer,
-        order_identity,
-        started,
     }
-}
-
-fn user(signer: &TokenSigner, role: Role) -> User {
-    let id = Uuid::now_v7().to_string();
-    let token = signer
-        .sign(&Identity {
-            user_id: id.clone(),
-            role,
-            tier: Tier::Standard,
-        })
-        .expect("token");
-    User { id, token }
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    request
-}
-
-fn usd(amount_minor: i64) -> Option<Money> {
-    Some(Money {
-        amount_minor,
-        currency: "USD".into(),
-    })
-}
-
-fn bad_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 fn card(number: &str) -> pb::TokenizeCardRequest {
@@ -188,30 +88,17 @@ impl TestApp {
     }
 
     fn new_customer(&self) -> User {
-        user(&self.signer, Role::Customer)
+        self.mesh.users.customer()
     }
 
     /// A call as the order service (its service token, no user token).
     fn order<T>(&self, message: T) -> Request<T> {
-        let token = self
-            .order_identity
-            .header_value()
-            .expect("order service token");
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            SERVICE_TOKEN,
-            token
-                .to_str()
-                .expect("ascii token")
-                .parse()
-                .expect("metadata value"),
-        );
-        request
+        self.mesh.as_service("order", message)
     }
 
     async fn tokenize_as(&self, user: &User, number: &str) -> pb::TokenizeCardResponse {
         self.client()
-            .tokenize_card(with_token(card(number), &user.token))
+            .tokenize_card(with_bearer(card(number), &user.token))
             .await
             .expect("card tokenized")
             .into_inner()
@@ -255,7 +142,7 @@ impl TestApp {
         key: &str,
     ) -> Result<pb::RefundResponse, Status> {
         self.client()
-            .refund(with_token(
+            .refund(with_bearer(
                 pb::RefundRequest {
                     payment_id: payment_id.into(),
                     amount: amount.and_then(usd),
@@ -294,7 +181,7 @@ impl TestApp {
 
     async fn get_as(&self, user: &User, payment_id: &str) -> Result<pb::Payment, Status> {
         self.client()
-            .get_payment(with_token(
+            .get_payment(with_bearer(
                 pb::GetPaymentRequest {
                     payment_id: payment_id.into(),
                 },
@@ -307,20 +194,9 @@ impl TestApp {
     /// Stops the server, drops the database and removes the run directory.
     async fn teardown(self) {
         drop(self.channel);
-        self.started.stop().await;
+        self.mesh.stop().await;
         self.db.close().await;
-        let options: PgConnectOptions = format!("{SERVER}/postgres").parse().expect("url");
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .expect("maintenance");
-        sqlx::query(&format!(
-            "drop database if exists \"{}\" with (force)",
-            self.db_name
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("drop test database");
-        std::fs::remove_dir_all(&self.run_dir).expect("remove the run directory");
+        self.database.drop().await;
     }
 }
 
@@ -472,7 +348,7 @@ async fn tokenize_names_every_invalid_field_without_echoing_the_card() {
     let app = spawn_app().await;
     let status = app
         .client()
-        .tokenize_card(with_token(
+        .tokenize_card(with_bearer(
             pb::TokenizeCardRequest {
                 card_number: "4242 4242 4242 4241".into(),
                 exp_month: 13,
@@ -505,7 +381,7 @@ async fn tokenize_names_every_invalid_field_without_echoing_the_card() {
         request.exp_year = year;
         let status = app
             .client()
-            .tokenize_card(with_token(request, &app.customer.token))
+            .tokenize_card(with_bearer(request, &app.customer.token))
             .await
             .unwrap_err();
         assert_eq!(bad_fields(&status), ["card_number"], "{number}");
@@ -516,7 +392,7 @@ async fn tokenize_names_every_invalid_field_without_echoing_the_card() {
     last_year.exp_year = chrono::Datelike::year(&now) - 1;
     let status = app
         .client()
-        .tokenize_card(with_token(last_year, &app.customer.token))
+        .tokenize_card(with_bearer(last_year, &app.customer.token))
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&status), ["exp_year"]);
@@ -630,7 +506,7 @@ async fn card_numbers_and_cvcs_are_never_logged() {
     // A refused card, so that error paths are logged too.
     let status = app
         .client()
-        .tokenize_card(with_token(
+        .tokenize_card(with_bearer(
             pb::TokenizeCardRequest {
                 card_number: "4242424242424241".into(),
                 exp_month: 1,
@@ -964,7 +840,7 @@ async fn concurrent_refunds_never_exceed_what_was_captured() {
     let calls: Vec<_> = (0..20)
         .map(|i| {
             let mut client = app.client();
-            let request = with_token(
+            let request = with_bearer(
                 pb::RefundRequest {
                     payment_id: paid.id.clone(),
                     amount: usd(150),
@@ -996,7 +872,7 @@ async fn concurrent_refunds_never_exceed_what_was_captured() {
     let calls: Vec<_> = (0..10)
         .map(|i| {
             let mut client = app.client();
-            let request = with_token(
+            let request = with_bearer(
                 pb::RefundRequest {
                     payment_id: paid.id.clone(),
                     amount: None,
@@ -1035,7 +911,7 @@ async fn only_the_order_service_may_charge() {
     for token in [&app.customer.token, &app.admin.token] {
         let status = app
             .client()
-            .charge(with_token(charge(), token))
+            .charge(with_bearer(charge(), token))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
@@ -1046,7 +922,7 @@ async fn only_the_order_service_may_charge() {
     let paid = app.charge_card(SUCCEEDS, 100).await;
     let status = app
         .client()
-        .refund(with_token(
+        .refund(with_bearer(
             pb::RefundRequest {
                 payment_id: paid.id,
                 amount: None,
@@ -1093,7 +969,7 @@ async fn customers_see_only_their_own_payments() {
         .unwrap();
     let list = |user: &User| {
         let mut client = app.client();
-        let request = with_token(
+        let request = with_bearer(
             pb::ListPaymentsByOrderRequest {
                 order_id: order_id.to_string(),
             },
@@ -1123,7 +999,7 @@ async fn customers_see_only_their_own_payments() {
     // An unknown order looks the same as someone else's.
     let status = app
         .client()
-        .list_payments_by_order(with_token(
+        .list_payments_by_order(with_bearer(
             pb::ListPaymentsByOrderRequest {
                 order_id: Uuid::now_v7().to_string(),
             },

@@ -1,13 +1,13 @@
 //! Integration tests of the product service over gRPC, against the local PostgreSQL. Every test
 //! gets a fresh database named by a UUID, its own run directory (service identity keys) and its
-//! own server on a free port, started through the platform's `Mesh`.
+//! own server on a free port, started through the platform's `Mesh` (the harness is
+//! `shopmesh_testkit`).
 
 // The helpers outside `#[test]` functions are test code too (clippy.toml's allowance covers only
 // the test functions themselves).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,33 +15,23 @@ use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::product::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
-use shopmesh_platform::auth::{Identity, Role, Tier};
-use shopmesh_platform::identity::{self, SERVICE_TOKEN, ServiceSigner};
-use shopmesh_platform::mesh::{Mesh, Service, Started};
-use shopmesh_platform::{Env, Settings};
+use shopmesh_platform::mesh::{Mesh, Service};
 use shopmesh_product::ProductConfig;
-use shopmesh_user::token::TokenSigner;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use shopmesh_testkit::{PgDatabase, TestEnv, TestMesh, bad_fields, usd, with_bearer};
+use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
 struct TestApp {
-    db_name: String,
-    run_dir: PathBuf,
-    env: Env,
+    database: PgDatabase,
+    mesh: TestMesh,
     channel: Channel,
     /// Direct access for assertions on rows the API does not expose (outbox, reservations).
     db: PgPool,
     admin_token: String,
     customer_token: String,
-    /// The order service's identity: the only caller Reserve, Commit and Release admit.
-    order_identity: ServiceSigner,
-    started: Started,
 }
 
 fn test_config() -> ProductConfig {
@@ -56,91 +46,27 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_app_with(config: ProductConfig) -> TestApp {
-    let id = Uuid::new_v4().simple();
-    let db_name = format!("product_test_{id}");
-    let url = format!("{SERVER}/{db_name}");
-    let run_dir = std::env::temp_dir().join(format!("shopmesh-product-test-{id}"));
-    let map: HashMap<String, String> = [
-        ("SHOPMESH_PROFILE", "dev"),
-        ("LOG_FORMAT", "pretty"),
-        (
-            "SHOPMESH_RUN_DIR",
-            run_dir.to_str().expect("utf-8 temp dir"),
-        ),
-        ("PRODUCT_DATABASE_URL", url.as_str()),
-        ("PRODUCT_GRPC_ADDR", "127.0.0.1:0"),
-        ("SHUTDOWN_GRACE_SECS", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let env = Env::from_map(map).expect("test environment");
-    let settings = Settings::from_env(&env).expect("test settings");
-
-    // The order service does not run here, but its key must be in the trust bundle so that the
-    // tests can call as it.
-    identity::generate_keys(&settings.mesh_keys_dir, &["order"]).expect("order identity key");
-    let mesh = Mesh::new(vec![
+    let database = PgDatabase::new("product_test");
+    let env = TestEnv::new("product")
+        .serve("product")
+        .database("product", database.url());
+    let services = Mesh::new(vec![
         Arc::new(shopmesh_product::Product::with_config(config)) as Arc<dyn Service>,
     ]);
-    // The product service creates its database itself (through the maintenance database).
-    let started = mesh
-        .start(&env, &settings, &["product"])
-        .await
-        .expect("product service starts");
-
-    // User access tokens are signed by the user service alone; it does not run here, so the
-    // verifier is handed the public key of a test signer directly.
-    let signer = TokenSigner::from_key(
-        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        &settings.jwt,
-        Duration::from_secs(900),
-    )
-    .expect("token signer");
-    started.jwks.verifier().set_keys(&[signer.jwk().clone()]);
-    let order_identity = started.keys.signer("order").expect("order signer");
-
-    let addr = started.addrs["product"];
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("server accepts connections");
-    let db = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .expect("test connection");
-
-    let token = |role| {
-        signer
-            .sign(&Identity {
-                user_id: Uuid::now_v7().to_string(),
-                role,
-                tier: Tier::Standard,
-            })
-            .expect("token")
-    };
+    // The product service creates its database itself (through the maintenance database). The
+    // order service does not run here, but its key must be in the trust bundle so that the tests
+    // can call as it.
+    let mesh = TestMesh::start(&env, &services, &["product"], &["order"]).await;
+    let channel = mesh.channel("product").await;
+    let db = database.pool().await;
     TestApp {
-        db_name,
-        run_dir,
-        env,
+        admin_token: mesh.users.admin_token(),
+        customer_token: mesh.users.customer_token(&Uuid::now_v7().to_string()),
+        database,
+        mesh,
         channel,
         db,
-        admin_token: token(Role::Admin),
-        customer_token: token(Role::Customer),
-        order_identity,
-        started,
     }
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    request
 }
 
 impl TestApp {
@@ -153,29 +79,16 @@ impl TestApp {
     }
 
     fn admin<T>(&self, message: T) -> Request<T> {
-        with_token(message, &self.admin_token)
+        with_bearer(message, &self.admin_token)
     }
 
     fn customer<T>(&self, message: T) -> Request<T> {
-        with_token(message, &self.customer_token)
+        with_bearer(message, &self.customer_token)
     }
 
     /// A call as the order service (its service token, no user token).
     fn order<T>(&self, message: T) -> Request<T> {
-        let token = self
-            .order_identity
-            .header_value()
-            .expect("order service token");
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            SERVICE_TOKEN,
-            token
-                .to_str()
-                .expect("ascii token")
-                .parse()
-                .expect("metadata value"),
-        );
-        request
+        self.mesh.as_service("order", message)
     }
 
     async fn create(&self, input: pb::ProductInput, initial_stock: i32) -> pb::Product {
@@ -310,20 +223,9 @@ impl TestApp {
     /// Stops the server, drops the database and removes the run directory.
     async fn teardown(self) {
         drop(self.channel);
-        self.started.stop().await;
+        self.mesh.stop().await;
         self.db.close().await;
-        let options: PgConnectOptions = format!("{SERVER}/postgres").parse().expect("url");
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .expect("maintenance");
-        sqlx::query(&format!(
-            "drop database if exists \"{}\" with (force)",
-            self.db_name
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("drop test database");
-        std::fs::remove_dir_all(&self.run_dir).expect("remove the run directory");
+        self.database.drop().await;
     }
 }
 
@@ -348,13 +250,6 @@ fn reserve_request(
     }
 }
 
-fn usd(amount_minor: i64) -> Option<Money> {
-    Some(Money {
-        amount_minor,
-        currency: "USD".into(),
-    })
-}
-
 fn input(sku: &str, name: &str, price: i64) -> pb::ProductInput {
     pb::ProductInput {
         sku: sku.into(),
@@ -366,13 +261,6 @@ fn input(sku: &str, name: &str, price: i64) -> pb::ProductInput {
         attributes: None,
         active: true,
     }
-}
-
-fn bad_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -846,7 +734,7 @@ async fn pages_hold_every_product_once_while_products_are_added() {
             tokio::spawn(async move {
                 for n in 0..25 {
                     let price = 500 + (n % 11) * 150;
-                    let request = with_token(
+                    let request = with_bearer(
                         pb::CreateProductRequest {
                             product: Some(input(
                                 &format!("NEW-{round}-{n:03}"),
@@ -1085,7 +973,7 @@ async fn bad_input_is_refused() {
     assert_eq!(status.code(), Code::Unauthenticated);
     for token in [&app.customer_token, &app.admin_token] {
         let status = inventory
-            .reserve(with_token(
+            .reserve(with_bearer(
                 reserve_request(order_id, &[("DUP-1", 1)], None),
                 token,
             ))
@@ -1093,7 +981,7 @@ async fn bad_input_is_refused() {
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
         let status = inventory
-            .commit(with_token(
+            .commit(with_bearer(
                 pb::CommitRequest {
                     order_id: order_id.to_string(),
                 },
@@ -1103,7 +991,7 @@ async fn bad_input_is_refused() {
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
         let status = inventory
-            .release(with_token(
+            .release(with_bearer(
                 pb::ReleaseRequest {
                     order_id: order_id.to_string(),
                 },
@@ -1128,7 +1016,7 @@ async fn bad_input_is_refused() {
     assert_eq!(status.code(), Code::PermissionDenied);
     // A forged token is refused before any handler runs.
     let status = inventory
-        .get_stock(with_token(
+        .get_stock(with_bearer(
             pb::GetStockRequest {
                 sku: "DUP-1".into(),
             },
@@ -1573,10 +1461,12 @@ async fn categories_form_a_tree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeding_is_idempotent() {
     let app = spawn_app().await;
-    let first = shopmesh_product::seed(&app.env).await.expect("seed");
+    let first = shopmesh_product::seed(&app.mesh.env).await.expect("seed");
     assert!(first.products_created >= 300, "{first}");
     assert_eq!(first.products_updated + first.products_unchanged, 0);
-    let second = shopmesh_product::seed(&app.env).await.expect("seed again");
+    let second = shopmesh_product::seed(&app.mesh.env)
+        .await
+        .expect("seed again");
     assert_eq!(
         second.products_unchanged, first.products_created,
         "{second}"
