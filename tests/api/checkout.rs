@@ -641,3 +641,70 @@ async fn a_payment_service_that_times_out_is_compensated_and_any_late_charge_ref
         );
     }
 }
+
+#[tokio::test]
+async fn watch_order_streams_every_status_change_until_completed() {
+    use shopmesh_contracts::pb::shopmesh::order::v1 as pb;
+    use shopmesh_contracts::pb::shopmesh::order::v1::order_service_client::OrderServiceClient;
+
+    let app = spawn_app_with(Options {
+        // Slow enough that the watch starts while the order is still PAID.
+        env: vec![("DELIVERY_COURIER_STEP_MS", "1500".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let admin = app.admin("shop-admin@example.com").await;
+    stock_product(&app, &admin, "WATCH-1", 800, 3).await;
+    let shopper = app.customer("ada@example.com").await;
+    add(&app, &shopper, "WATCH-1", 1).await;
+    let placed = checkout(&app, &shopper, "watched", VISA_OK).await;
+    assert_eq!(placed.body["status"], "PAID", "{}", placed.text);
+    let id = placed.body["id"].as_str().unwrap().to_owned();
+
+    let channel = tonic::transport::Endpoint::from_shared(app.grpc["order"].clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = OrderServiceClient::new(channel);
+    let watch = |token: &str| {
+        let mut request = tonic::Request::new(pb::WatchOrderRequest {
+            order_id: id.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let mut stream = client
+        .watch_order(watch(&shopper))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut statuses = Vec::new();
+    let mut changes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = stream.next().await {
+            let message = message.unwrap();
+            statuses.push(message.order.unwrap().status);
+            if let Some(change) = message.change {
+                changes.push(change.to_status);
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream ends at COMPLETED: {statuses:?}");
+    assert_eq!(statuses.first(), Some(&(pb::OrderStatus::Paid as i32)));
+    assert_eq!(statuses.last(), Some(&(pb::OrderStatus::Completed as i32)));
+    assert_eq!(
+        changes,
+        [
+            pb::OrderStatus::Shipped as i32,
+            pb::OrderStatus::Completed as i32
+        ]
+    );
+    // Another customer's order is not found.
+    let other = app.customer("eve@example.com").await;
+    let refused = client.watch_order(watch(&other)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+}

@@ -75,7 +75,9 @@ async fn server_answers_health_and_reflection(url: &str, services: &[&str]) {
     }
     // Only what this server serves is advertised, not every contract of the descriptor set.
     assert!(
-        !names.iter().any(|n| n.starts_with("shopmesh.cart.")),
+        names.iter().all(|n| services.contains(&n.as_str())
+            || n.starts_with("grpc.health.")
+            || n.starts_with("grpc.reflection.")),
         "{names:?}"
     );
     assert_eq!(names.len(), services.len() + 2, "{names:?}");
@@ -233,4 +235,82 @@ async fn grpcurl_reaches_internal_rpcs_only_as_the_admitted_service() {
     );
     let stock = app.get("/api/admin/inventory/CLI-1", Some(&admin)).await;
     assert_eq!(stock.body["stock"]["reserved"], 1, "{}", stock.text);
+}
+
+/// Every service of the list answers health and reflection, through grpcurl as the README shows.
+#[tokio::test]
+async fn every_service_answers_health_and_reflection() {
+    let app = spawn_app().await;
+    for service in shopmesh::services() {
+        let url = &app.grpc[service.name()];
+        server_answers_health_and_reflection(url, service.grpc_services()).await;
+    }
+}
+
+/// The checkout's internal RPCs refuse customer and admin tokens: only the calling service the
+/// contract names may place orders, charge, or create shipments.
+#[tokio::test]
+async fn checkout_internal_rpcs_refuse_user_tokens() {
+    let app = spawn_app().await;
+    let customer = app.customer("grpc-customer@example.com").await;
+    let admin = app.admin("grpc-admin@example.com").await;
+    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let calls = [
+        ("order", "shopmesh.order.v1.OrderService/PlaceOrder"),
+        ("payment", "shopmesh.payment.v1.PaymentService/Charge"),
+        (
+            "delivery",
+            "shopmesh.delivery.v1.DeliveryService/CreateShipment",
+        ),
+    ];
+    for (service, method) in calls {
+        let addr = app.grpc[service].trim_start_matches("http://").to_owned();
+        for token in [&customer, &admin] {
+            let output = tokio::process::Command::new(&grpcurl)
+                .args([
+                    "-plaintext",
+                    "-H",
+                    &format!("authorization: Bearer {token}"),
+                ])
+                .args(["-d", "{}", &addr, method])
+                .output()
+                .await
+                .expect("grpcurl");
+            assert!(!output.status.success(), "{method}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("PermissionDenied"), "{method}: {stderr}");
+        }
+    }
+    // A customer cannot refund either; an admin is admitted (and told the payment is unknown).
+    let addr = app.grpc["payment"].trim_start_matches("http://").to_owned();
+    let body = r#"{"payment_id":"0190a0e0-0000-7000-8000-000000000001","idempotency_key":"k1"}"#;
+    let refund = |token: String| {
+        let grpcurl = grpcurl.clone();
+        let addr = addr.clone();
+        async move {
+            tokio::process::Command::new(&grpcurl)
+                .args([
+                    "-plaintext",
+                    "-H",
+                    &format!("authorization: Bearer {token}"),
+                ])
+                .args([
+                    "-d",
+                    body,
+                    &addr,
+                    "shopmesh.payment.v1.PaymentService/Refund",
+                ])
+                .output()
+                .await
+                .expect("grpcurl")
+        }
+    };
+    let as_customer = refund(customer.clone()).await;
+    assert!(String::from_utf8_lossy(&as_customer.stderr).contains("PermissionDenied"));
+    let as_admin = refund(admin.clone()).await;
+    assert!(
+        String::from_utf8_lossy(&as_admin.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&as_admin.stderr)
+    );
 }

@@ -381,7 +381,7 @@ async fn a_streamed_import_runs_under_its_own_budget_not_the_unary_one() {
 #[tokio::test]
 async fn an_import_that_outlasts_its_budget_says_exactly_what_was_committed() {
     let app = spawn_app_with(Options {
-        env: vec![("IMPORT_TIMEOUT_MS", "2500".to_owned())],
+        env: vec![("IMPORT_TIMEOUT_MS", "3500".to_owned())],
         ..Options::default()
     })
     .await;

@@ -405,7 +405,8 @@ impl OrderService {
         let after = if req.page_token.is_empty() {
             None
         } else {
-            let bad = || invalid_input(&[field_error("page_token", "is not a token of this list")]);
+            // A malformed cursor is a bad request (400 at the edge), not a field error.
+            let bad = || Status::invalid_argument("the page token is not a token of this list");
             let parts = cursor::decode(&req.page_token, 3).ok_or_else(bad)?;
             if parts[0] != filter {
                 return Err(bad());
