@@ -708,3 +708,40 @@ async fn watch_order_streams_every_status_change_until_completed() {
     let refused = client.watch_order(watch(&other)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn one_user_cannot_hold_more_than_the_limit_in_checkouts_still_running() {
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("ORDER_MAX_HELD_UNITS", "3".to_owned()),
+            // Each charge takes a while, so the first checkout still holds its units.
+            ("PAYMENT_PROVIDER_DELAY_MS", "2500".to_owned()),
+            ("ORDER_CALL_TIMEOUT_MS", "6000".to_owned()),
+            ("ORDER_CHECKOUT_BUDGET_MS", "10000".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let admin = app.admin("shop-admin@example.com").await;
+    stock_product(&app, &admin, "HOLD-1", 100, 50).await;
+    let shopper = app.customer("ada@example.com").await;
+    add(&app, &shopper, "HOLD-1", 2).await;
+
+    let first = checkout(&app, &shopper, "hold-1", VISA_OK);
+    let second = async {
+        // Tokenizing takes 2.5 s too: this one places its order while the first is charged.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        checkout(&app, &shopper, "hold-2", VISA_OK).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.body["status"], "PAID", "{}", first.text);
+    let problem = second.assert_problem(409);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("held"),
+        "{problem}"
+    );
+    // Once the first checkout is done, the units are no longer held.
+    add(&app, &shopper, "HOLD-1", 2).await;
+    let third = checkout(&app, &shopper, "hold-3", VISA_OK).await;
+    assert_eq!(third.body["status"], "PAID", "{}", third.text);
+}

@@ -133,7 +133,24 @@ impl Saga {
             if saga_finished(step) || step == SagaStep::Unspecified {
                 return Ok(());
             }
-            match self.step(&full, step).await? {
+            // Keep the lease while the step's call is in flight, however long it takes, so
+            // that recovery does not take over a saga whose driver is alive.
+            let heartbeat = {
+                let repo = self.repo.clone();
+                let lease = self.config.lease;
+                let at = full.order.saga_step;
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(lease / 3).await;
+                        if !repo.renew_lease(id, at, lease).await.unwrap_or(false) {
+                            break;
+                        }
+                    }
+                })
+            };
+            let next = self.step(&full, step).await;
+            heartbeat.abort();
+            match next? {
                 Next::Advanced => inline_attempts = 0,
                 Next::Lost => return Ok(()),
                 Next::Retry(detail) => {

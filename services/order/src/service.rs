@@ -294,11 +294,13 @@ impl OrderService {
                 self.saga.config().max_held_units
             ))),
             Inserted::Created(id) => {
+                let started = tokio::time::Instant::now();
                 self.run_and_wait(id, true, budget).await;
+                // Another driver may have taken the saga over (a lease that ran out): wait for
+                // the order to settle within what is left of the budget either way.
                 let full = self
-                    .load(id)
-                    .await?
-                    .ok_or_else(|| Status::internal("internal error"))?;
+                    .settle(id, budget.saturating_sub(started.elapsed()))
+                    .await?;
                 let unavailable = status_of(&full) == OrderStatus::Cancelled
                     && full.order.cancellation_reason
                         == i16::try_from(CancellationReason::ServiceUnavailable as i32)
