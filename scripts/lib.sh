@@ -147,8 +147,13 @@ start_stack() {
         export "${svc^^}_GRPC_ADDR=$addr"
         printf -v "GRPC_${svc^^}" '%s' "$addr"
     done < <("$STACK_BIN" services)
-    export PRODUCT_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${name}_$STACK_UNIQUE
+    # Its own database for every PostgreSQL service, its own Redis prefixes.
+    local db
+    for db in product order payment delivery; do
+        export "${db^^}_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${name}_${db}_$STACK_UNIQUE"
+    done
     export MONGODB_DATABASE=${name}_$STACK_UNIQUE REDIS_KEY_PREFIX=$name:$STACK_UNIQUE:
+    export CART_KEY_PREFIX=$name:$STACK_UNIQUE:cart:
     export RATE_LIMIT_IP_PER_SECOND=$ip_rate RATE_LIMIT_IP_BURST=$ip_burst
     export RATE_LIMIT_USER_PER_SECOND=100000 RATE_LIMIT_USER_BURST=100000
     "$STACK_BIN" serve --target all >"$STACK_LOG" 2>&1 &
@@ -185,7 +190,10 @@ stop_stack() {
         rm -rf "$STACK_DIR"
     fi
     if [ -n "${STACK_UNIQUE:-}" ]; then
-        dropdb -U postgres -h 127.0.0.1 --if-exists --force "${STACK_NAME}_$STACK_UNIQUE" 2>/dev/null || true
+        local db
+        for db in product order payment delivery; do
+            dropdb -U postgres -h 127.0.0.1 --if-exists --force "${STACK_NAME}_${db}_$STACK_UNIQUE" 2>/dev/null || true
+        done
     fi
     true
 }
