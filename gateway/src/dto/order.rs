@@ -208,6 +208,7 @@ impl OrderStatusFilter {
 #[serde(deny_unknown_fields)]
 pub struct OrderQuery {
     /// Only orders in this status.
+    #[param(inline)]
     pub status: Option<OrderStatusFilter>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -224,6 +225,7 @@ pub struct AdminOrderQuery {
     #[param(max_length = 64)]
     pub user_id: Option<String>,
     /// Only orders in this status.
+    #[param(inline)]
     pub status: Option<OrderStatusFilter>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
