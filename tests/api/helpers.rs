@@ -324,9 +324,10 @@ pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> N
     Nginx { child, group }
 }
 
-/// Polls `url` until it answers 200, for at most ten seconds.
+/// Polls `url` until it answers 200, for at most thirty seconds (a mesh of separate processes on
+/// a busy machine takes a while).
 pub async fn wait_ready(http: &reqwest::Client, url: &str) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if let Ok(resp) = http.get(url).send().await
             && resp.status() == 200
         {

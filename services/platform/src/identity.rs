@@ -105,9 +105,17 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
-/// Writes `contents` to `path` unless it exists (another process may be generating the same
-/// key at the same moment: the first writer wins and everyone reads its key).
-fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), IdentityError> {
+/// Writes `contents` to `path` so that no reader ever sees a partial file: into a temporary file
+/// beside it first, then linked into place. Unless `replace`, an existing file wins (another
+/// process may be generating the same key at the same moment: the first writer wins and everyone
+/// reads its key); with `replace` the new file takes the place of the old one atomically.
+fn write_whole(
+    path: &Path,
+    contents: &[u8],
+    private: bool,
+    replace: bool,
+) -> Result<(), IdentityError> {
+    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -117,11 +125,23 @@ fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), Identity
     }
     #[cfg(not(unix))]
     let _ = private;
-    match options.open(path) {
-        Ok(mut file) => file.write_all(contents).map_err(io_error(path)),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(io_error(path)(err)),
+    let written = options
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()));
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(&tmp)(err));
     }
+    let placed = if replace {
+        std::fs::rename(&tmp, path)
+    } else {
+        match std::fs::hard_link(&tmp, path) {
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    };
+    let _ = std::fs::remove_file(&tmp);
+    placed.map_err(io_error(path))
 }
 
 /// Generates the key pair of each named service that has none yet in `dir`. Existing keys are
@@ -131,21 +151,25 @@ pub fn generate_keys(dir: &Path, services: &[&str]) -> Result<Vec<String>, Ident
     let mut created = Vec::new();
     for service in services {
         let private_path = dir.join(format!("{service}.key"));
-        if private_path.exists() {
+        let public_path = dir.join(format!("{service}.pub"));
+        let fresh = !private_path.exists();
+        if fresh {
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = key
+                .to_pkcs8_pem(Default::default())
+                .map_err(|_| IdentityError::BadKey(private_path.clone()))?;
+            write_whole(&private_path, pem.as_bytes(), true, false)?;
+            created.push((*service).to_owned());
+        } else if public_path.exists() {
             continue;
         }
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        let pem = key
-            .to_pkcs8_pem(Default::default())
-            .map_err(|_| IdentityError::BadKey(private_path.clone()))?;
-        write_new(&private_path, pem.as_bytes(), true)?;
-        // Read back what won a possible race, and publish its public half.
+        // Publish the public half of what won a possible race (also when another process
+        // placed the private key but has not published its public half yet). Every racer
+        // derives the same public key from the winning private key; replacing keeps the file
+        // whole for readers and drops a stale one.
         let key = load_private(&private_path)?;
         let public = URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
-        let public_path = dir.join(format!("{service}.pub"));
-        let _ = std::fs::remove_file(&public_path);
-        write_new(&public_path, format!("{public}\n").as_bytes(), false)?;
-        created.push((*service).to_owned());
+        write_whole(&public_path, format!("{public}\n").as_bytes(), false, true)?;
     }
     Ok(created)
 }
@@ -402,6 +426,46 @@ mod tests {
         ));
         assert!(keys.verifier().verify("not.a.token").is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn processes_generating_keys_at_once_all_end_with_the_same_whole_keys() {
+        let dir = temp_dir();
+        let services = [
+            "user", "product", "order", "payment", "delivery", "cart", "gateway",
+        ];
+        let loaded: Vec<Vec<(String, String)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let keys = MeshKeys::load(&dir, Profile::Dev, &services).unwrap();
+                        services
+                            .iter()
+                            .map(|s| {
+                                let token =
+                                    keys.signer(s).unwrap().token_issued_at(now_secs()).unwrap();
+                                // Every key this process signs with is trusted as that service.
+                                assert_eq!(keys.verifier().verify(&token).unwrap().name, *s);
+                                let public =
+                                    std::fs::read_to_string(dir.join(format!("{s}.pub"))).unwrap();
+                                ((*s).to_owned(), public)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for other in &loaded[1..] {
+            assert_eq!(other, &loaded[0]);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
