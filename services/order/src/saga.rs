@@ -237,36 +237,45 @@ impl Saga {
     /// The saga was asked to stop before charging: compensate with the requested reason.
     async fn stop_requested(&self, full: &FullOrder) -> anyhow::Result<Next> {
         let o = &full.order;
-        self.advance(
+        self.compensate(
             full,
-            SagaStep::ReleaseStock,
+            o.cancel_reason,
+            &o.cancellation_note,
+            &o.cancel_actor,
             "cancellation requested",
-            StepChanges {
-                status: Some(cancel(
-                    o.cancel_reason,
-                    &o.cancellation_note,
-                    &o.cancel_actor,
-                )),
-                ..StepChanges::default()
-            },
+            StepChanges::default(),
         )
         .await
     }
 
+    /// Records that the checkout is cancelled (`reason`, `note`, by `actor`) and compensation
+    /// starts by releasing the stock, with the other `changes` of the step.
+    async fn compensate(
+        &self,
+        full: &FullOrder,
+        reason: i16,
+        note: &str,
+        actor: &str,
+        detail: &str,
+        changes: StepChanges,
+    ) -> anyhow::Result<Next> {
+        let changes = StepChanges {
+            status: Some(cancel(reason, note, actor)),
+            ..changes
+        };
+        self.advance(full, SagaStep::ReleaseStock, detail, changes)
+            .await
+    }
+
     async fn give_up(&self, full: &FullOrder, what: &str) -> anyhow::Result<Next> {
         let note = format!("{what} did not answer in time");
-        self.advance(
+        self.compensate(
             full,
-            SagaStep::ReleaseStock,
+            reason_i16(CancellationReason::ServiceUnavailable),
             &note,
-            StepChanges {
-                status: Some(cancel(
-                    reason_i16(CancellationReason::ServiceUnavailable),
-                    &note,
-                    "",
-                )),
-                ..StepChanges::default()
-            },
+            "",
+            &note,
+            StepChanges::default(),
         )
         .await
     }
@@ -310,18 +319,13 @@ impl Saga {
             }
             Err(status) if definitive(status.code()) => {
                 let note = status.message().to_owned();
-                self.advance(
+                self.compensate(
                     full,
-                    SagaStep::ReleaseStock,
+                    reason_i16(CancellationReason::OutOfStock),
                     &note,
-                    StepChanges {
-                        status: Some(cancel(
-                            reason_i16(CancellationReason::OutOfStock),
-                            &note,
-                            "",
-                        )),
-                        ..StepChanges::default()
-                    },
+                    "",
+                    &note,
+                    StepChanges::default(),
                 )
                 .await
             }
@@ -362,17 +366,14 @@ impl Saga {
             Err(status) if definitive(status.code()) => {
                 let note = format!("payment refused: {}", status.message());
                 return self
-                    .advance(
+                    .compensate(
                         full,
-                        SagaStep::ReleaseStock,
+                        reason_i16(CancellationReason::PaymentFailed),
+                        "payment_refused",
+                        "",
                         &note,
                         StepChanges {
                             charge_attempted: Some(false),
-                            status: Some(cancel(
-                                reason_i16(CancellationReason::PaymentFailed),
-                                "payment_refused",
-                                "",
-                            )),
                             ..StepChanges::default()
                         },
                     )
@@ -415,18 +416,15 @@ impl Saga {
                 } else {
                     payment.decline_code.clone()
                 };
-                self.advance(
+                self.compensate(
                     full,
-                    SagaStep::ReleaseStock,
+                    reason_i16(CancellationReason::PaymentFailed),
+                    &code,
+                    "",
                     &format!("charge failed: {code}"),
                     StepChanges {
                         payment_id: Some(payment.id),
                         charge_attempted: Some(false),
-                        status: Some(cancel(
-                            reason_i16(CancellationReason::PaymentFailed),
-                            &code,
-                            "",
-                        )),
                         ..StepChanges::default()
                     },
                 )
@@ -438,17 +436,14 @@ impl Saga {
             P::Pending | P::Unspecified => self.give_up(full, "the payment provider").await,
             // Refunded already (by hand?): compensate and give back whatever is left.
             P::PartiallyRefunded | P::Refunded => {
-                self.advance(
+                self.compensate(
                     full,
-                    SagaStep::ReleaseStock,
+                    reason_i16(CancellationReason::PaymentFailed),
+                    "refunded",
+                    "",
                     "the payment was refunded before the order completed",
                     StepChanges {
                         payment_id: Some(payment.id),
-                        status: Some(cancel(
-                            reason_i16(CancellationReason::PaymentFailed),
-                            "refunded",
-                            "",
-                        )),
                         ..StepChanges::default()
                     },
                 )
@@ -489,18 +484,13 @@ impl Saga {
             }
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 let note = status.message().to_owned();
-                self.advance(
+                self.compensate(
                     full,
-                    SagaStep::ReleaseStock,
+                    reason_i16(CancellationReason::ReservationExpired),
                     &note,
-                    StepChanges {
-                        status: Some(cancel(
-                            reason_i16(CancellationReason::ReservationExpired),
-                            &note,
-                            "",
-                        )),
-                        ..StepChanges::default()
-                    },
+                    "",
+                    &note,
+                    StepChanges::default(),
                 )
                 .await
             }
