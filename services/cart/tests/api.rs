@@ -20,7 +20,8 @@ use shopmesh_contracts::user as user_pb;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::mesh::{Mesh, Service};
 use shopmesh_testkit::{
-    NotStarted, PgDatabase, TestEnv, TestMesh, bad_fields, closed_port, usd, with_bearer,
+    NotStarted, PgDatabase, TestEnv, TestMesh, bad_fields, closed_port, mongodb_url, usd,
+    with_bearer,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -70,6 +71,7 @@ async fn spawn(with_users: bool) -> TestApp {
         .set("ORDER_GRPC_URL", nowhere.as_str());
     let env = if with_users {
         env.serve("user")
+            .set("MONGODB_URL", mongodb_url())
             .set("MONGODB_DATABASE", users_db.as_str())
             .set("REDIS_KEY_PREFIX", format!("{root_prefix}user:"))
     } else {
@@ -301,7 +303,7 @@ impl TestApp {
         drop(self.user_channel);
         self.mesh.stop().await;
         if let Some(users_db) = &self.users_db {
-            mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017")
+            mongodb::Client::with_uri_str(mongodb_url())
                 .await
                 .expect("mongodb")
                 .database(users_db)

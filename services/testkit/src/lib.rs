@@ -21,3 +21,9 @@ pub use env::TestEnv;
 pub use mesh::{NotStarted, TestMesh, closed_port, connect};
 pub use request::{as_service, bad_fields, service_request, usd, with_bearer};
 pub use tokens::{TestUser, TestUsers};
+
+/// The MongoDB(-protocol) server of this test run: `MONGODB_URL` (which `scripts/test` sets to
+/// the stand-in it started), or the local default.
+pub fn mongodb_url() -> String {
+    std::env::var("MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+}
