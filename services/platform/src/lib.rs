@@ -8,6 +8,7 @@ pub mod address;
 pub mod auth;
 pub mod client;
 pub mod cursor;
+pub mod events;
 pub mod grpc;
 pub mod identity;
 pub mod jwks;

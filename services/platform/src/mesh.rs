@@ -115,6 +115,10 @@ pub trait Service: Send + Sync + 'static {
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
+    /// The event consumers it runs (their queues, dead letters and admin re-drive follow).
+    fn consumers(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Reads every setting it takes from `env` (defaults where unset), so that a check can list
     /// the keys the binary reads and compare them with `.env.example`.
     fn read_settings(&self, env: &Env) -> anyhow::Result<()> {
@@ -198,6 +202,12 @@ impl Context {
             limits: self.settings.grpc_server,
             jwks: Some(self.jwks.clone()),
         }
+    }
+
+    /// A connection to the message broker, named after this service; it connects on first use,
+    /// so a service starts (and buffers events in its outbox) while the broker is down.
+    pub fn broker(&self) -> crate::events::Broker {
+        crate::events::Broker::new(self.settings.events.clone(), self.name)
     }
 
     /// A gRPC server builder with this process's method guard.

@@ -95,6 +95,8 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub grpc_client: GrpcClientSettings,
     pub grpc_server: GrpcServerSettings,
+    /// The message broker and how events are relayed and consumed.
+    pub events: crate::events::EventSettings,
     pub shutdown_grace: Duration,
 }
 
@@ -281,6 +283,7 @@ impl Settings {
                 unary_timeout: env.millis("GRPC_SERVER_TIMEOUT_MS", "10000")?,
                 stream_timeout,
             },
+            events: crate::events::EventSettings::from_env(env)?,
             shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", "10")?,
         })
     }

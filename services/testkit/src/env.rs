@@ -23,6 +23,7 @@ impl TestEnv {
         let run_dir =
             std::env::temp_dir().join(format!("shopmesh-{label}-test-{}", Uuid::new_v4().simple()));
         let run = run_dir.to_str().expect("utf-8 temp dir").to_owned();
+        let unique = Uuid::new_v4().simple().to_string();
         Self {
             run_dir,
             vars: BTreeMap::new(),
@@ -31,6 +32,12 @@ impl TestEnv {
         .set("LOG_FORMAT", "pretty")
         .set("SHOPMESH_RUN_DIR", run)
         .set("SHUTDOWN_GRACE_SECS", "5")
+        // Events on an exchange and queues of the test's own, deleted by RabbitMQ once unused.
+        .set("EVENTS_EXCHANGE", format!("test.{unique}.events"))
+        .set("EVENTS_QUEUE_PREFIX", format!("test.{unique}."))
+        .set("EVENTS_QUEUE_EXPIRES_MS", "600000")
+        .set("EVENTS_RETRY_DELAY_MS", "200")
+        .set("EVENTS_RELAY_INTERVAL_MS", "50")
     }
 
     /// Sets one key.

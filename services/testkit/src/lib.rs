@@ -13,12 +13,14 @@
 mod db;
 mod env;
 mod mesh;
+mod proxy;
 mod request;
 mod tokens;
 
 pub use db::{PG_SERVER, PgDatabase};
 pub use env::TestEnv;
 pub use mesh::{NotStarted, TestMesh, closed_port, connect};
+pub use proxy::TcpProxy;
 pub use request::{as_service, bad_fields, service_request, usd, with_bearer};
 pub use tokens::{TestUser, TestUsers};
 
