@@ -9,6 +9,10 @@ use shopmesh_platform::pg::PoolSettings;
 /// The database URL key.
 pub const DATABASE_URL: &str = "DELIVERY_DATABASE_URL";
 
+/// Longest packing time: the fulfilment transaction (and its database connection) is held that
+/// long.
+pub const MAX_PACKING: Duration = Duration::from_secs(60);
+
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
     /// The carrier new shipments are labelled with.
@@ -22,6 +26,12 @@ pub struct DeliveryConfig {
     pub courier_poll: Duration,
     /// Most shipments one courier pass advances; the rest wait for the next pass (VIP first).
     pub courier_batch: i64,
+    /// How long the packing station takes per order (`DELIVERY_PACKING_MS`): the fulfilment
+    /// consumer packs one order.paid at a time, highest priority first, and spends this long on
+    /// each before it records the shipment fulfilled, so a burst of paid orders forms a backlog
+    /// in the priority queue that VIP orders overtake. Simulated work: the consumer sleeps this
+    /// long inside the transaction that records the fulfilment. Zero packs at once (tests).
+    pub packing: Duration,
     /// How often the order-sync worker looks for order updates to deliver (it is also woken by
     /// every transition this process applies).
     pub sync_poll: Duration,
@@ -42,13 +52,21 @@ pub struct DeliveryConfig {
 
 impl DeliveryConfig {
     /// The defaults with what the environment sets (`DELIVERY_COURIER_ENABLED`,
-    /// `DELIVERY_COURIER_STEP_MS`, `DELIVERY_DB_MAX_CONNECTIONS`,
+    /// `DELIVERY_COURIER_STEP_MS`, `DELIVERY_PACKING_MS`, `DELIVERY_DB_MAX_CONNECTIONS`,
     /// `DELIVERY_STATEMENT_TIMEOUT_MS`).
     pub fn from_env(env: &Env) -> anyhow::Result<Self> {
         let defaults = Self::default();
         let courier_step = env.millis("DELIVERY_COURIER_STEP_MS", "15000")?;
         if courier_step < Duration::from_millis(10) {
             anyhow::bail!("invalid setting DELIVERY_COURIER_STEP_MS: must be at least 10");
+        }
+        let packing = env.millis("DELIVERY_PACKING_MS", "200")?;
+        if packing > MAX_PACKING {
+            anyhow::bail!(
+                "invalid setting DELIVERY_PACKING_MS: must be at most {} (an order is packed \
+                 inside a database transaction)",
+                MAX_PACKING.as_millis()
+            );
         }
         let statement_timeout = env.millis("DELIVERY_STATEMENT_TIMEOUT_MS", "5000")?;
         if statement_timeout.is_zero() {
@@ -58,6 +76,7 @@ impl DeliveryConfig {
             courier_enabled: env.parse("DELIVERY_COURIER_ENABLED", "true")?,
             courier_step,
             courier_poll: poll_for(courier_step),
+            packing,
             pool: PoolSettings {
                 max_connections: env.positive("DELIVERY_DB_MAX_CONNECTIONS", "10")?,
                 statement_timeout,
@@ -91,6 +110,7 @@ impl Default for DeliveryConfig {
             courier_step: Duration::from_secs(15),
             courier_poll: Duration::from_secs(1),
             courier_batch: 100,
+            packing: Duration::from_millis(200),
             sync_poll: Duration::from_millis(500),
             sync_backoff_base: Duration::from_millis(500),
             sync_backoff_max: Duration::from_secs(60),
@@ -122,8 +142,10 @@ mod tests {
             ("DELIVERY_COURIER_ENABLED", "false"),
             ("DELIVERY_COURIER_STEP_MS", "100"),
             ("DELIVERY_DB_MAX_CONNECTIONS", "3"),
+            ("DELIVERY_PACKING_MS", "0"),
         ]))
         .unwrap();
+        assert_eq!(config.packing, Duration::ZERO);
         assert!(!config.courier_enabled);
         assert_eq!(config.courier_step, Duration::from_millis(100));
         assert_eq!(config.courier_poll, Duration::from_millis(25));
@@ -132,6 +154,8 @@ mod tests {
         assert!(defaults.courier_enabled);
         assert_eq!(defaults.courier_step, Duration::from_secs(15));
         assert_eq!(defaults.courier_poll, Duration::from_secs(1));
+        assert_eq!(defaults.packing, Duration::from_millis(200));
+        assert_eq!(defaults.packing, DeliveryConfig::default().packing);
     }
 
     #[test]
@@ -141,5 +165,9 @@ mod tests {
         let err =
             DeliveryConfig::from_env(&env(&[("DELIVERY_COURIER_ENABLED", "maybe")])).unwrap_err();
         assert!(err.to_string().contains("DELIVERY_COURIER_ENABLED"));
+        let err = DeliveryConfig::from_env(&env(&[("DELIVERY_PACKING_MS", "60001")])).unwrap_err();
+        assert!(err.to_string().contains("DELIVERY_PACKING_MS"));
+        let err = DeliveryConfig::from_env(&env(&[("DELIVERY_PACKING_MS", "-1")])).unwrap_err();
+        assert!(err.to_string().contains("DELIVERY_PACKING_MS"));
     }
 }

@@ -17,14 +17,15 @@ use shopmesh_contracts::pb::shopmesh::delivery::v1::{
 };
 use shopmesh_contracts::pb::shopmesh::user::v1::Tier as PbTier;
 use shopmesh_platform::auth::Identity;
-use shopmesh_platform::grpc::calling_service;
+use shopmesh_platform::grpc::{REQUEST_ID, calling_service};
 use shopmesh_platform::time::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Address, Line, Shipment, ShipmentDraft, ShipmentStatus, StepDraft, Tier, TrackingEvent, Viewer,
+    Address, Line, Shipment, ShipmentDraft, ShipmentStatus, StepDraft, TrackingEvent, Viewer,
 };
 use crate::error::Error;
+use crate::events::tier_pb;
 use crate::service::{Advancer, DeliveryService};
 
 /// The one service allowed to create shipments and to see every one without a user token.
@@ -38,6 +39,16 @@ impl DeliveryGrpc {
     pub fn new(service: Arc<DeliveryService>) -> Self {
         Self { service }
     }
+}
+
+/// The request id of the call, the correlation id of the events it causes; empty when none.
+fn correlation_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn from_order_service<T>(request: &Request<T>) -> bool {
@@ -107,11 +118,7 @@ fn shipment_pb(shipment: &Shipment) -> pb::Shipment {
         id: shipment.id.to_string(),
         order_id: shipment.order_id.to_string(),
         user_id: shipment.user_id.clone(),
-        tier: match shipment.tier {
-            Tier::Standard => PbTier::Standard,
-            Tier::Vip => PbTier::Vip,
-        }
-        .into(),
+        tier: tier_pb(shipment.tier).into(),
         status: status_pb(shipment.status).into(),
         address: Some(PostalAddress {
             recipient: a.recipient.clone(),
@@ -186,7 +193,11 @@ impl DeliveryApi for DeliveryGrpc {
                 "only the order service creates shipments",
             ));
         }
-        let shipment = self.service.create(draft(request.into_inner())).await?;
+        let correlation_id = correlation_id(&request);
+        let shipment = self
+            .service
+            .create(draft(request.into_inner()), &correlation_id)
+            .await?;
         Ok(Response::new(pb::CreateShipmentResponse {
             shipment: Some(shipment_pb(&shipment)),
         }))
@@ -251,6 +262,7 @@ impl DeliveryApi for DeliveryGrpc {
             Some(_) => return Err(Error::PermissionDenied("admin role required").into()),
             None => return Err(Status::unauthenticated("an access token is required")),
         };
+        let correlation_id = correlation_id(&request);
         let message = request.into_inner();
         let step = StepDraft {
             status: status_from_pb(message.status),
@@ -261,7 +273,7 @@ impl DeliveryApi for DeliveryGrpc {
         };
         let shipment = self
             .service
-            .advance(advancer, &message.shipment_id, step)
+            .advance(advancer, &message.shipment_id, step, &correlation_id)
             .await?;
         Ok(Response::new(pb::AdvanceShipmentResponse {
             shipment: Some(shipment_pb(&shipment)),

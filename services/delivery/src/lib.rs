@@ -2,15 +2,22 @@
 //! PostgreSQL database. Exposed over gRPC only; the gateway is its REST face.
 //!
 //! The order saga creates one shipment per paid order (idempotent per order id), labelled with a
-//! carrier and tracking number. A simulated courier then advances it one step per
+//! carrier and tracking number. The order's `order.paid` then reaches the packing station (the
+//! `fulfilment` consumer, see [`fulfilment`]) through a RabbitMQ priority queue, VIP orders
+//! first, which packs one order per `DELIVERY_PACKING_MS` and records the shipment fulfilled.
+//! A simulated courier picks up fulfilled shipments and advances each one step per
 //! `DELIVERY_COURIER_STEP_MS` (LABEL_CREATED → IN_TRANSIT → OUT_FOR_DELIVERY → DELIVERED), VIP
 //! shipments first, each step taken exactly once however many instances run. Every transition
 //! records its tracking event and, in the same transaction, the order status it implies
-//! (SHIPPED, COMPLETED), which a worker delivers to the order service until it is accepted.
+//! (SHIPPED, COMPLETED), which a worker delivers to the order service until it is accepted,
+//! and its domain event (shipment.created, shipment.status_changed) in the transactional
+//! outbox, which the platform's relay publishes.
 
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
+pub mod fulfilment;
 pub mod grpc;
 pub mod orders;
 pub mod repo;
@@ -30,6 +37,7 @@ use shopmesh_platform::shutdown::{self, Shutdown};
 use sqlx::migrate::Migrator;
 
 pub use crate::config::DeliveryConfig;
+use crate::fulfilment::Fulfilment;
 use crate::orders::GrpcOrderUpdates;
 use crate::repo::PgShipmentRepo;
 use crate::service::{DeliveryService, OrderSyncWorker, Signals};
@@ -83,7 +91,7 @@ impl Service for Delivery {
     }
 
     fn stores(&self) -> &'static [Store] {
-        &[Store::Postgres]
+        &[Store::Postgres, Store::RabbitMq]
     }
 
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
@@ -100,6 +108,7 @@ impl Service for Delivery {
                 "DELIVERY_COURIER_STEP_MS",
                 "${DELIVERY_COURIER_STEP_MS:-15000}",
             ),
+            ("DELIVERY_PACKING_MS", "${DELIVERY_PACKING_MS:-200}"),
             (
                 "DELIVERY_DB_MAX_CONNECTIONS",
                 "${DELIVERY_DB_MAX_CONNECTIONS:-10}",
@@ -109,6 +118,10 @@ impl Service for Delivery {
                 "${DELIVERY_STATEMENT_TIMEOUT_MS:-5000}",
             ),
         ]
+    }
+
+    fn consumers(&self) -> &'static [&'static str] {
+        &[fulfilment::CONSUMER]
     }
 
     fn read_settings(&self, env: &Env) -> anyhow::Result<()> {
@@ -151,6 +164,7 @@ impl Service for Delivery {
             );
             let worker =
                 OrderSyncWorker::new(repo, Arc::new(orders), config.clone(), signals.clone());
+            let packing = Arc::new(Fulfilment::new(&config, signals.clone()));
             let server =
                 ctx.server()
                     .add_service(DeliveryServiceServer::new(grpc::DeliveryGrpc::new(
@@ -171,7 +185,24 @@ impl Service for Delivery {
                 }))
                 // Each attempt is one call (bounded by the client's request timeout, below the
                 // grace period) and one row update; a pass under way at shutdown finishes.
-                .task(Box::new(move |stop| worker.run(stop).boxed()));
+                .task(Box::new(move |stop| worker.run(stop).boxed()))
+                // shipment.created / shipment.status_changed leave through the outbox.
+                .task(shopmesh_platform::events::relay_task(
+                    Arc::new(shopmesh_platform::events::PgOutbox::new(pool.clone())),
+                    ctx.broker(),
+                    "delivery",
+                ))
+                // order.paid, VIP first: packs each order's shipment, which makes it due for
+                // the courier.
+                .task(
+                    shopmesh_platform::events::consumer_task(
+                        fulfilment::subscription(),
+                        packing,
+                        pool.clone(),
+                        ctx.broker(),
+                    )
+                    .await,
+                );
             if config.courier_enabled {
                 let courier = service.clone();
                 let poll = config.courier_poll;

@@ -4,7 +4,10 @@
 //!
 //! The order service does not run here. Its identity is in the trust bundle, so the tests call
 //! as it; its address is either a port nobody listens on (the order service is down) or a
-//! stand-in UpdateOrderStatus server that records what delivery sends it.
+//! stand-in UpdateOrderStatus server that records what delivery sends it. The courier picks up
+//! only shipments the packing station has fulfilled, so the tests that follow the courier
+//! publish the order's order.paid themselves, as the order service's relay would (packing takes
+//! no time here; tests/fulfilment.rs covers the packing station).
 
 // The helpers outside `#[test]` functions are test code too (clippy.toml's allowance covers only
 // the test functions themselves).
@@ -14,15 +17,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use shopmesh_contracts::pb::shopmesh::common::v1::PostalAddress;
 use shopmesh_contracts::pb::shopmesh::delivery::v1 as pb;
 use shopmesh_contracts::pb::shopmesh::delivery::v1::delivery_service_client::DeliveryServiceClient;
+use shopmesh_contracts::pb::shopmesh::events::v1 as events_pb;
 use shopmesh_contracts::pb::shopmesh::order::v1 as order_pb;
 use shopmesh_contracts::pb::shopmesh::order::v1::order_service_server::{
     OrderService, OrderServiceServer,
 };
 use shopmesh_contracts::pb::shopmesh::user::v1::Tier as PbTier;
-use shopmesh_delivery::{Delivery, DeliveryConfig};
+use shopmesh_delivery::{Delivery, DeliveryConfig, fulfilment};
+use shopmesh_platform::events::relay::{self, OutgoingEvent};
+use shopmesh_platform::events::{Broker, PRIORITY_STANDARD, PRIORITY_VIP, consumer, payload_type};
 use shopmesh_platform::identity::{SERVICE_TOKEN, ServiceVerifier};
 use shopmesh_platform::mesh::{Mesh, Service};
 use shopmesh_testkit::TestUser as User;
@@ -45,14 +52,18 @@ struct TestApp {
     channel: Channel,
     /// Direct access for assertions on rows the API does not expose (order updates owed).
     db: PgPool,
+    /// Publishes order.paid as the order service would (a confirm-mode channel of `broker`).
+    broker: Broker,
+    publisher: lapin::Channel,
     admin: User,
     alice: User,
     bob: User,
 }
 
-/// A short courier step and quick order-sync retries.
+/// A short courier step, packing at once and quick order-sync retries.
 fn fast(step_ms: u64) -> DeliveryConfig {
     DeliveryConfig {
+        packing: Duration::ZERO,
         sync_poll: Duration::from_millis(50),
         sync_backoff_base: Duration::from_millis(50),
         sync_backoff_max: Duration::from_millis(200),
@@ -105,6 +116,13 @@ async fn spawn_app_with(
     let mesh = TestMesh::start(&env, &services, &["delivery"], &[]).await;
     let channel = mesh.channel("delivery").await;
     let db = database.pool().await;
+    let broker = Broker::new(mesh.settings.events.clone(), "delivery-test");
+    let publisher = broker.publisher().await.expect("a publisher channel");
+    // The consumer declares its queue once it has connected; declared here too (idempotent),
+    // nothing the test publishes is unrouted.
+    consumer::declare(&broker, &publisher, &fulfilment::subscription())
+        .await
+        .expect("the fulfilment queue");
     TestApp {
         admin: mesh.users.admin(),
         alice: mesh.users.customer(),
@@ -114,6 +132,8 @@ async fn spawn_app_with(
         mesh,
         channel,
         db,
+        broker,
+        publisher,
     }
 }
 
@@ -180,6 +200,73 @@ impl TestApp {
         self.create(create_request(Uuid::now_v7(), &user.id, tier))
             .await
             .expect("shipment created")
+    }
+
+    /// Creates a shipment of a new order of `user` and has it packed: the order's order.paid
+    /// is published and the packing station records the shipment fulfilled, which makes it due
+    /// for the courier.
+    async fn ship_paid(&self, user: &User, tier: PbTier) -> pb::Shipment {
+        let shipment = self.ship(user, tier).await;
+        self.pay(&[&shipment]).await;
+        shipment
+    }
+
+    /// Publishes the order.paid of each shipment (priority by tier) and waits until all are
+    /// fulfilled.
+    async fn pay(&self, shipments: &[&pb::Shipment]) {
+        let events: Vec<OutgoingEvent> = shipments
+            .iter()
+            .map(|shipment| OutgoingEvent {
+                id: Uuid::now_v7(),
+                event_type: "order.paid".into(),
+                aggregate_id: shipment.order_id.clone(),
+                payload_type: payload_type("OrderPaid"),
+                payload: events_pb::OrderPaid {
+                    order_id: shipment.order_id.clone(),
+                    user_id: shipment.user_id.clone(),
+                    tier: shipment.tier,
+                    shipment_id: shipment.id.clone(),
+                    ..events_pb::OrderPaid::default()
+                }
+                .encode_to_vec(),
+                correlation_id: String::new(),
+                priority: if shipment.tier() == PbTier::Vip {
+                    PRIORITY_VIP
+                } else {
+                    PRIORITY_STANDARD
+                },
+                occurred_at: chrono::Utc::now(),
+            })
+            .collect();
+        relay::publish(
+            &self.publisher,
+            &self.broker.settings().exchange,
+            "order",
+            &events,
+        )
+        .await
+        .expect("order.paid published");
+        let started = Instant::now();
+        for shipment in shipments {
+            loop {
+                let fulfilled: bool = sqlx::query_scalar(
+                    "select fulfilled_at is not null from shipments where id = $1",
+                )
+                .bind(Uuid::parse_str(&shipment.id).unwrap())
+                .fetch_one(&self.db)
+                .await
+                .expect("shipment row");
+                if fulfilled {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "shipment {} not fulfilled",
+                    shipment.id
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     async fn create(&self, request: pb::CreateShipmentRequest) -> Result<pb::Shipment, Status> {
@@ -260,6 +347,28 @@ impl TestApp {
         .expect("order syncs")
     }
 
+    /// The outbox rows of a shipment, in publication order.
+    async fn outbox(&self, shipment_id: &str) -> Vec<OutboxRow> {
+        sqlx::query_as(
+            "select id, seq, event_type, payload_type, payload, correlation_id, priority, \
+                 published_at is null as pending from outbox where aggregate_id = $1 order by seq",
+        )
+        .bind(shipment_id)
+        .fetch_all(&self.db)
+        .await
+        .expect("outbox rows")
+    }
+
+    /// The shipment.status_changed payloads of a shipment, in publication order.
+    async fn status_changes(&self, shipment_id: &str) -> Vec<events_pb::ShipmentStatusChanged> {
+        self.outbox(shipment_id)
+            .await
+            .iter()
+            .filter(|row| row.event_type == "shipment.status_changed")
+            .map(OutboxRow::status_changed)
+            .collect()
+    }
+
     /// Starts another instance on the same database and keys.
     async fn start_instance(&mut self, config: DeliveryConfig) -> Channel {
         let env = self.env.env();
@@ -272,11 +381,67 @@ impl TestApp {
 
     /// Stops the servers, drops the database and removes the run directory.
     async fn teardown(self) {
+        let _ = self.publisher.close(200, "bye".into()).await;
+        self.broker.close().await;
         drop(self.channel);
         self.mesh.stop().await;
         self.db.close().await;
         self.database.drop().await;
     }
+}
+
+/// One row of the delivery service's outbox.
+#[derive(Debug, sqlx::FromRow)]
+struct OutboxRow {
+    id: Uuid,
+    seq: i64,
+    event_type: String,
+    payload_type: String,
+    payload: Vec<u8>,
+    correlation_id: String,
+    priority: i16,
+    /// Not published yet.
+    pending: bool,
+}
+
+impl OutboxRow {
+    fn created(&self) -> events_pb::ShipmentCreated {
+        assert_eq!(self.event_type, "shipment.created");
+        assert_eq!(
+            self.payload_type,
+            "type.googleapis.com/shopmesh.events.v1.ShipmentCreated"
+        );
+        events_pb::ShipmentCreated::decode(self.payload.as_slice()).expect("ShipmentCreated")
+    }
+
+    fn status_changed(&self) -> events_pb::ShipmentStatusChanged {
+        assert_eq!(self.event_type, "shipment.status_changed");
+        assert_eq!(
+            self.payload_type,
+            "type.googleapis.com/shopmesh.events.v1.ShipmentStatusChanged"
+        );
+        assert_eq!(self.priority, 0, "only fulfilment events are prioritised");
+        events_pb::ShipmentStatusChanged::decode(self.payload.as_slice())
+            .expect("ShipmentStatusChanged")
+    }
+}
+
+/// `request` with an `x-request-id`, as the gateway forwards it.
+fn with_request_id<T>(mut request: Request<T>, request_id: &str) -> Request<T> {
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().unwrap());
+    request
+}
+
+/// (from, to) of each status change.
+fn moves(
+    changes: &[events_pb::ShipmentStatusChanged],
+) -> Vec<(pb::ShipmentStatus, pb::ShipmentStatus)> {
+    changes
+        .iter()
+        .map(|c| (c.from_status(), c.to_status()))
+        .collect()
 }
 
 fn advance_request(
@@ -403,7 +568,7 @@ async fn invalid_shipments_name_every_field() {
 #[tokio::test]
 async fn the_courier_delivers_a_shipment_with_every_tracking_event() {
     let app = spawn_app(fast(100)).await;
-    let created = app.ship(&app.alice, PbTier::Standard).await;
+    let created = app.ship_paid(&app.alice, PbTier::Standard).await;
     let delivered = app
         .wait_for(
             &created.id,
@@ -436,10 +601,10 @@ async fn the_courier_delivers_a_shipment_with_every_tracking_event() {
 async fn the_courier_serves_vip_shipments_first() {
     // This instance only creates: both shipments wait for a courier.
     let mut app = spawn_app(no_courier()).await;
-    let standard_1 = app.ship(&app.alice, PbTier::Standard).await;
-    let standard_2 = app.ship(&app.bob, PbTier::Standard).await;
-    let vip = app.ship(&app.bob, PbTier::Vip).await;
-    // All three are due (the first step was due 100 ms after creation) when a courier that
+    let standard_1 = app.ship_paid(&app.alice, PbTier::Standard).await;
+    let standard_2 = app.ship_paid(&app.bob, PbTier::Standard).await;
+    let vip = app.ship_paid(&app.bob, PbTier::Vip).await;
+    // All three are due (the first step was due 100 ms after packing) when a courier that
     // takes one step per pass starts.
     tokio::time::sleep(Duration::from_millis(150)).await;
     app.start_instance(DeliveryConfig {
@@ -491,6 +656,7 @@ async fn couriers_of_several_instances_take_each_step_once() {
         };
         shipments.push(app.ship(user, tier).await);
     }
+    app.pay(&shipments.iter().collect::<Vec<_>>()).await;
     for shipment in &shipments {
         let delivered = app
             .wait_for(
@@ -508,6 +674,13 @@ async fn couriers_of_several_instances_take_each_step_once() {
             .map(|s| s.0)
             .collect();
         assert_eq!(owed, ["SHIPPED", "COMPLETED"]);
+        // One event per step, however many couriers.
+        assert_eq!(
+            moves(&app.status_changes(&shipment.id).await),
+            courier_moves(),
+            "{}",
+            shipment.id
+        );
     }
     app.teardown().await;
 }
@@ -605,7 +778,7 @@ async fn track_shipment_follows_the_courier_of_another_instance() {
     // writes, which the stream finds by polling.
     let mut app = spawn_app(no_courier()).await;
     app.start_instance(fast(150)).await;
-    let shipment = app.ship(&app.alice, PbTier::Vip).await;
+    let shipment = app.ship_paid(&app.alice, PbTier::Vip).await;
     let mut stream = app
         .client()
         .track_shipment(with_bearer(
@@ -852,6 +1025,11 @@ async fn concurrent_advances_apply_once() {
     assert_eq!(
         statuses(&after),
         [pb::ShipmentStatus::LabelCreated, pb::ShipmentStatus::Packed]
+    );
+    // The one applied transition is the one event; refused and lost ones wrote nothing.
+    assert_eq!(
+        moves(&app.status_changes(&shipment.id).await),
+        [(pb::ShipmentStatus::LabelCreated, pb::ShipmentStatus::Packed)]
     );
     app.teardown().await;
 }
@@ -1183,7 +1361,7 @@ async fn the_order_follows_the_shipment_signed_as_the_delivery_service() {
         },
     )
     .await;
-    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    let shipment = app.ship_paid(&app.alice, PbTier::Standard).await;
     app.wait_for(
         &shipment.id,
         pb::ShipmentStatus::Delivered,
@@ -1243,5 +1421,236 @@ async fn updates_of_a_cancelled_order_are_given_up() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(log.lock().unwrap().calls.len(), 1, "not retried");
+    app.teardown().await;
+}
+
+/// The (from, to) of the courier's three steps.
+fn courier_moves() -> Vec<(pb::ShipmentStatus, pb::ShipmentStatus)> {
+    COURIER_PATH.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+#[tokio::test]
+async fn a_created_shipment_records_one_shipment_created_with_priority_by_tier() {
+    let app = spawn_app(no_courier()).await;
+    let vip_order = Uuid::now_v7();
+    let request = with_request_id(
+        app.order(create_request(vip_order, &app.alice.id, PbTier::Vip)),
+        "req-create-vip",
+    );
+    let vip = app
+        .client()
+        .create_shipment(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .shipment
+        .unwrap();
+    let standard = app.ship(&app.bob, PbTier::Standard).await;
+    // An order that named no tier is fulfilled (and prioritised) as standard.
+    let unnamed = app.ship(&app.bob, PbTier::Unspecified).await;
+
+    let rows = app.outbox(&vip.id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row.priority, 9);
+    assert_eq!(row.correlation_id, "req-create-vip");
+    assert!(row.pending);
+    assert_eq!(row.id.get_version_num(), 7);
+    let created = row.created();
+    assert_eq!(created.shipment_id, vip.id);
+    assert_eq!(created.order_id, vip_order.to_string());
+    assert_eq!(created.user_id, app.alice.id);
+    assert_eq!(created.tier(), PbTier::Vip);
+    assert_eq!(created.lines, vip.lines);
+    assert_eq!(created.lines[0].sku, "KB-1");
+    assert_eq!(created.lines[0].quantity, 2);
+
+    for (shipment, user) in [(&standard, &app.bob), (&unnamed, &app.bob)] {
+        let rows = app.outbox(&shipment.id).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].priority, 1);
+        // No request id came with the call.
+        assert_eq!(rows[0].correlation_id, "");
+        let created = rows[0].created();
+        assert_eq!(created.tier(), PbTier::Standard);
+        assert_eq!(created.user_id, user.id);
+    }
+
+    // A repeated create (a retried saga step) returns the shipment and records nothing.
+    let again = app
+        .create(create_request(vip_order, &app.alice.id, PbTier::Standard))
+        .await
+        .unwrap();
+    assert_eq!(again.id, vip.id);
+    // Concurrent creates of one order: one shipment, one event.
+    let concurrent = Uuid::now_v7();
+    let results = futures::future::join_all(
+        (0..8).map(|_| app.create(create_request(concurrent, &app.bob.id, PbTier::Vip))),
+    )
+    .await;
+    let id = results[0].as_ref().unwrap().id.clone();
+    assert_eq!(app.outbox(&vip.id).await.len(), 1);
+    assert_eq!(app.outbox(&id).await.len(), 1);
+    let total: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(total, 4);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn every_admin_transition_records_one_status_change() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Vip).await;
+    let advance = |request: pb::AdvanceShipmentRequest, request_id: &str| {
+        let mut client = app.client();
+        let request = with_request_id(app.admin(request), request_id);
+        async move { client.advance_shipment(request).await }
+    };
+    advance(
+        advance_request(&shipment.id, pb::ShipmentStatus::Packed, "Bench 4"),
+        "req-1",
+    )
+    .await
+    .unwrap();
+    // Refused transitions record nothing.
+    advance(
+        advance_request(&shipment.id, pb::ShipmentStatus::Delivered, ""),
+        "req-refused",
+    )
+    .await
+    .unwrap_err();
+    advance(
+        pb::AdvanceShipmentRequest {
+            carrier: "ParcelCo".into(),
+            tracking_number: "PC-7".into(),
+            ..advance_request(&shipment.id, pb::ShipmentStatus::Shipped, "Gate")
+        },
+        "req-2",
+    )
+    .await
+    .unwrap();
+    advance(
+        advance_request(&shipment.id, pb::ShipmentStatus::InTransit, "Hub"),
+        "req-3",
+    )
+    .await
+    .unwrap();
+    // A new scan in transit is a transition of its own.
+    advance(
+        advance_request(&shipment.id, pb::ShipmentStatus::InTransit, "Next hub"),
+        "req-4",
+    )
+    .await
+    .unwrap();
+
+    let rows = app.outbox(&shipment.id).await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[0].event_type, "shipment.created");
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+    let correlation: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.correlation_id.as_str())
+        .collect();
+    assert_eq!(correlation, ["req-1", "req-2", "req-3", "req-4"]);
+    let changes: Vec<_> = rows[1..].iter().map(OutboxRow::status_changed).collect();
+    use pb::ShipmentStatus as S;
+    assert_eq!(
+        moves(&changes),
+        [
+            (S::LabelCreated, S::Packed),
+            (S::Packed, S::Shipped),
+            (S::Shipped, S::InTransit),
+            (S::InTransit, S::InTransit),
+        ]
+    );
+    for change in &changes {
+        assert_eq!(change.shipment_id, shipment.id);
+        assert_eq!(change.order_id, shipment.order_id);
+        assert_eq!(change.user_id, app.alice.id);
+        assert_eq!(change.tier(), PbTier::Vip);
+        assert_eq!(change.note, "scanned");
+    }
+    assert_eq!(changes[0].location, "Bench 4");
+    assert_eq!(changes[3].location, "Next hub");
+    // The carrier is named once the parcel was handed over, with the hand-over's replacement.
+    assert_eq!(
+        (
+            changes[0].carrier.as_str(),
+            changes[0].tracking_number.as_str()
+        ),
+        ("", "")
+    );
+    for change in &changes[1..] {
+        assert_eq!(
+            (change.carrier.as_str(), change.tracking_number.as_str()),
+            ("ParcelCo", "PC-7")
+        );
+    }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_records_one_status_change_however_often_it_is_sent() {
+    let app = spawn_app(no_courier()).await;
+    let shipment = app.ship(&app.alice, PbTier::Standard).await;
+    for _ in 0..3 {
+        let request = with_request_id(
+            app.order(advance_request(
+                &shipment.id,
+                pb::ShipmentStatus::Cancelled,
+                "",
+            )),
+            "req-cancel",
+        );
+        let cancelled = app
+            .client()
+            .advance_shipment(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .shipment
+            .unwrap();
+        assert_eq!(cancelled.status(), pb::ShipmentStatus::Cancelled);
+    }
+    let rows = app.outbox(&shipment.id).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].correlation_id, "req-cancel");
+    let change = rows[1].status_changed();
+    assert_eq!(change.from_status(), pb::ShipmentStatus::LabelCreated);
+    assert_eq!(change.to_status(), pb::ShipmentStatus::Cancelled);
+    assert_eq!(change.tier(), PbTier::Standard);
+    assert_eq!(change.carrier, "");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn each_courier_step_records_one_status_change_without_correlation() {
+    let app = spawn_app(fast(100)).await;
+    let created = app.ship_paid(&app.bob, PbTier::Standard).await;
+    app.wait_for(
+        &created.id,
+        pb::ShipmentStatus::Delivered,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Nothing follows DELIVERED.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = app.outbox(&created.id).await;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(rows[1..].iter().all(|r| r.correlation_id.is_empty()));
+    let changes: Vec<_> = rows[1..].iter().map(OutboxRow::status_changed).collect();
+    assert_eq!(moves(&changes), courier_moves());
+    assert_eq!(changes[0].location, "SimPost sorting centre");
+    assert_eq!(changes[0].note, "Picked up by SimPost");
+    assert_eq!(changes[2].location, "Leipzig");
+    for change in &changes {
+        assert_eq!(change.user_id, app.bob.id);
+        assert_eq!(change.tier(), PbTier::Standard);
+        assert_eq!(change.carrier, "SimPost");
+        assert_eq!(change.tracking_number, created.tracking_number);
+    }
     app.teardown().await;
 }

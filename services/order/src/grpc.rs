@@ -83,9 +83,12 @@ impl OrderApi for OrderGrpc {
             Err(_) if calling_service(&request).is_some() => String::new(),
             Err(status) => return Err(status),
         };
+        let correlation_id = CallContext::from_request(&request)
+            .request_id
+            .unwrap_or_default();
         let order = self
             .service
-            .update_status(&actor, request.into_inner())
+            .update_status(&actor, &correlation_id, request.into_inner())
             .await?;
         Ok(Response::new(pb::UpdateOrderStatusResponse {
             order: Some(order),

@@ -9,10 +9,12 @@
 
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod grpc;
 pub mod repo;
 pub mod saga;
 pub mod service;
+pub mod shipments;
 
 use std::sync::Arc;
 
@@ -66,8 +68,12 @@ impl Service for Order {
         &[SERVICE_NAME]
     }
 
+    fn consumers(&self) -> &'static [&'static str] {
+        &[shipments::CONSUMER]
+    }
+
     fn stores(&self) -> &'static [Store] {
-        &[Store::Postgres]
+        &[Store::Postgres, Store::RabbitMq]
     }
 
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
@@ -135,6 +141,22 @@ impl Service for Order {
                 .task(Box::new(move |stop| {
                     saga::recover_until_stopped(saga, interval, stop).boxed()
                 }))
+                // order.* events leave through the outbox.
+                .task(shopmesh_platform::events::relay_task(
+                    Arc::new(shopmesh_platform::events::PgOutbox::new(pool.clone())),
+                    ctx.broker(),
+                    "order",
+                ))
+                // Shipment progress moves orders to SHIPPED and COMPLETED.
+                .task(
+                    shopmesh_platform::events::consumer_task(
+                        shipments::subscription(),
+                        Arc::new(shipments::ShipmentProgress),
+                        pool.clone(),
+                        ctx.broker(),
+                    )
+                    .await,
+                )
                 .on_stopped(async move { pool.close().await }.boxed()))
         }
         .boxed()

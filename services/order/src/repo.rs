@@ -1,6 +1,12 @@
 //! The order database. Every state change is a conditional update (on the status or saga step
 //! the caller saw) inside a transaction that also writes its history and saga-log rows, so two
 //! drivers of one saga, or a saga and a customer, can never both apply a change.
+//!
+//! Every status change also writes its event to the outbox in that transaction, and only when
+//! its conditional update changed the row: the insert in [`OrderRepo::insert`] (order.created)
+//! and `apply_status`, through which every other status change goes (order.paid,
+//! order.cancelled, order.shipped, order.completed, order.refunded). A repeated call that
+//! changes nothing writes nothing.
 
 use std::time::Duration;
 
@@ -8,8 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shopmesh_contracts::pb::shopmesh::common::v1::PostalAddress;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use shopmesh_contracts::pb::shopmesh::order::v1::{OrderStatus, SagaStep};
+
+use crate::events::OutboxEvent;
 
 /// A shipping address as stored (JSON) with the order.
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
@@ -77,6 +87,10 @@ pub struct OrderRow {
     pub cancel_actor: String,
     pub cancel_reason: i16,
     pub saga_attempts: i32,
+    /// The x-request-id of the PlaceOrder call, for the events the saga writes.
+    pub correlation_id: String,
+    /// The x-request-id of the CancelOrder call the saga has yet to carry out.
+    pub cancel_correlation_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -119,6 +133,8 @@ pub struct NewOrder {
     pub lines: Vec<LineRow>,
     pub first_step: i16,
     pub lease: Duration,
+    /// The x-request-id of the PlaceOrder call; empty when it had none.
+    pub correlation_id: String,
 }
 
 pub enum Inserted {
@@ -138,6 +154,8 @@ pub struct StatusChange {
     pub note: String,
     /// Set with CANCELLED.
     pub reason: Option<(i16, String)>,
+    /// The correlation id of the change's event: the x-request-id of the request behind it.
+    pub correlation_id: String,
 }
 
 /// Fields a saga step sets besides the step itself.
@@ -154,7 +172,11 @@ pub struct StepChanges {
 const ORDER_COLUMNS: &str = "id, user_id, tier, status, idempotency_key, currency, total_minor, \
     refunded_minor, shipping_address, payment_method_token, payment_id, shipment_id, \
     cancellation_reason, cancellation_note, saga_step, charge_attempted, restock, \
-    cancel_requested, cancel_actor, cancel_reason, saga_attempts, created_at, updated_at";
+    cancel_requested, cancel_actor, cancel_reason, saga_attempts, correlation_id, \
+    cancel_correlation_id, created_at, updated_at";
+
+const LINES_OF: &str = "select product_id, sku, product_name, unit_price_minor, quantity \
+    from order_lines where order_id = $1 order by position";
 
 fn lease_interval(lease: Duration) -> f64 {
     lease.as_secs_f64()
@@ -217,8 +239,9 @@ impl OrderRepo {
         let id = Uuid::now_v7();
         sqlx::query(
             "insert into orders (id, user_id, tier, status, idempotency_key, currency, total_minor, \
-             shipping_address, payment_method_token, saga_step, lease_until) \
-             values ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))",
+             shipping_address, payment_method_token, saga_step, lease_until, correlation_id) \
+             values ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10), \
+             $11)",
         )
         .bind(id)
         .bind(&new.user_id)
@@ -230,6 +253,7 @@ impl OrderRepo {
         .bind(&new.payment_method_token)
         .bind(new.first_step)
         .bind(lease_interval(new.lease))
+        .bind(&new.correlation_id)
         .execute(&mut *tx)
         .await?;
         for (position, line) in new.lines.iter().enumerate() {
@@ -249,6 +273,14 @@ impl OrderRepo {
         }
         insert_history(&mut tx, id, 0, 1, "", "").await?;
         log(&mut tx, id, new.first_step, "started", "").await?;
+        // Only the transaction that inserted the row gets here: a repeated key returned above.
+        let (order, lines) = snapshot(&mut tx, id).await?;
+        insert_outbox(
+            &mut tx,
+            &OutboxEvent::created(&order, &lines),
+            &new.correlation_id,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Inserted::Created(id))
     }
@@ -262,13 +294,10 @@ impl OrderRepo {
         let Some(order) = order else {
             return Ok(None);
         };
-        let lines = sqlx::query_as(
-            "select product_id, sku, product_name, unit_price_minor, quantity from order_lines \
-             where order_id = $1 order by position",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let lines = sqlx::query_as(LINES_OF)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
         let history = sqlx::query_as(
             "select from_status, to_status, actor_id, note, changed_at from order_status_history \
              where order_id = $1 order by id",
@@ -368,6 +397,14 @@ impl OrderRepo {
         if let Some(change) = &changes.status {
             apply_status(&mut tx, id, change).await?;
         }
+        if from == SHIP_STEP && to == DONE_STEP {
+            // The shipment now exists: the paid order goes to fulfilment.
+            let (order, lines) = snapshot(&mut tx, id).await?;
+            if order.status == PAID_STATUS {
+                let correlation_id = order.correlation_id.clone();
+                insert_outbox(&mut tx, &OutboxEvent::paid(&order, &lines), &correlation_id).await?;
+            }
+        }
         log(&mut tx, id, from, "done", detail).await?;
         if to != from {
             log(&mut tx, id, to, "started", "").await?;
@@ -453,30 +490,35 @@ impl OrderRepo {
         Ok(applied)
     }
 
-    /// Asks the saga of a CREATED order to stop before charging.
+    /// Asks the saga of a CREATED order to stop before charging; `correlation_id` goes with the
+    /// order.cancelled event the saga writes when it does.
     pub async fn request_cancel(
         &self,
         id: Uuid,
         actor: &str,
         note: &str,
         reason: i16,
+        correlation_id: &str,
     ) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "update orders set cancel_requested = true, cancel_actor = $2, \
-             cancellation_note = $3, cancel_reason = $4, updated_at = now() \
+             cancellation_note = $3, cancel_reason = $4, cancel_correlation_id = $5, \
+             updated_at = now() \
              where id = $1 and status = 1",
         )
         .bind(id)
         .bind(actor)
         .bind(note)
         .bind(reason)
+        .bind(correlation_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Starts cancelling a PAID order whose saga finished: the saga's next step stops the
-    /// shipment. False when the order is not PAID with a finished saga.
+    /// shipment. False when the order is not PAID with a finished saga. `correlation_id` goes
+    /// with the order.cancelled event the saga writes once the shipment is stopped.
     pub async fn begin_paid_cancel(
         &self,
         id: Uuid,
@@ -484,12 +526,13 @@ impl OrderRepo {
         note: &str,
         reason: i16,
         step: i16,
+        correlation_id: &str,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "update orders set saga_step = $4, cancel_requested = true, cancel_actor = $2, \
-             cancellation_note = $3, cancel_reason = $5, lease_until = null, \
-             next_attempt_at = now(), updated_at = now() \
+             cancellation_note = $3, cancel_reason = $5, cancel_correlation_id = $6, \
+             lease_until = null, next_attempt_at = now(), updated_at = now() \
              where id = $1 and status = 2 and saga_step = 7",
         )
         .bind(id)
@@ -497,6 +540,7 @@ impl OrderRepo {
         .bind(note)
         .bind(step)
         .bind(reason)
+        .bind(correlation_id)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
@@ -516,7 +560,8 @@ impl OrderRepo {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "update orders set saga_step = 7, cancel_requested = false, cancel_actor = '', \
-             cancellation_note = '', lease_until = null, updated_at = now() \
+             cancellation_note = '', cancel_correlation_id = '', lease_until = null, \
+             updated_at = now() \
              where id = $1 and saga_step = $2",
         )
         .bind(id)
@@ -528,13 +573,15 @@ impl OrderRepo {
         Ok(())
     }
 
-    /// Records the payment's refunded total; a full refund moves a paid order to REFUNDED.
+    /// Records the payment's refunded total; a full refund moves a paid order to REFUNDED (and
+    /// writes order.refunded with `correlation_id`).
     pub async fn record_refund(
         &self,
         id: Uuid,
         refunded_minor: i64,
         actor: &str,
         note: &str,
+        correlation_id: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         let total: Option<i64> = sqlx::query_scalar(
@@ -555,6 +602,7 @@ impl OrderRepo {
                     actor_id: actor.to_owned(),
                     note: note.to_owned(),
                     reason: None,
+                    correlation_id: correlation_id.to_owned(),
                 },
             )
             .await?;
@@ -564,8 +612,16 @@ impl OrderRepo {
     }
 }
 
-async fn apply_status(
-    tx: &mut Transaction<'_, Postgres>,
+/// Applies `change` if the order is still in one of `change.from`, with its history row and its
+/// outbox event (built from the order as the change left it). False, writing nothing, otherwise.
+/// Saga steps and status whose values `advance` looks at (`SagaStep::CreateShipment`,
+/// `SagaStep::Completed`, `OrderStatus::Paid`).
+const SHIP_STEP: i16 = SagaStep::CreateShipment as i16;
+const DONE_STEP: i16 = SagaStep::Completed as i16;
+const PAID_STATUS: i16 = OrderStatus::Paid as i16;
+
+pub(crate) async fn apply_status(
+    tx: &mut PgConnection,
     id: Uuid,
     change: &StatusChange,
 ) -> anyhow::Result<bool> {
@@ -585,17 +641,56 @@ async fn apply_status(
     .bind(change.to)
     .bind(reason)
     .bind(reason_note)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(from) = from else {
         return Ok(false);
     };
     insert_history(tx, id, from, change.to, &change.actor_id, &change.note).await?;
+    let (order, _) = snapshot(tx, id).await?;
+    if let Some(event) = OutboxEvent::status_changed(from, &order) {
+        insert_outbox(tx, &event, &change.correlation_id).await?;
+    }
     Ok(true)
 }
 
+/// The order and its lines as this transaction sees them.
+async fn snapshot(tx: &mut PgConnection, id: Uuid) -> anyhow::Result<(OrderRow, Vec<LineRow>)> {
+    let order = sqlx::query_as(&format!("select {ORDER_COLUMNS} from orders where id = $1"))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let lines = sqlx::query_as(LINES_OF)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok((order, lines))
+}
+
+/// Records an event in the outbox, in the transaction of the change it describes.
+async fn insert_outbox(
+    tx: &mut PgConnection,
+    event: &OutboxEvent,
+    correlation_id: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into outbox (id, event_type, aggregate_id, payload_type, payload, \
+         correlation_id, priority) values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event.event_type)
+    .bind(&event.aggregate_id)
+    .bind(&event.payload_type)
+    .bind(&event.payload)
+    .bind(correlation_id)
+    .bind(event.priority)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_history(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     id: Uuid,
     from: i16,
     to: i16,
@@ -611,13 +706,13 @@ async fn insert_history(
     .bind(to)
     .bind(actor)
     .bind(note)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 async fn log(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     id: Uuid,
     step: i16,
     outcome: &str,
@@ -628,7 +723,7 @@ async fn log(
         .bind(step)
         .bind(outcome)
         .bind(detail)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

@@ -82,14 +82,15 @@ fn reason_i16(reason: CancellationReason) -> i16 {
     i16::try_from(reason as i32).unwrap_or(0)
 }
 
-/// CREATED -> CANCELLED for `reason`.
-fn cancel(reason: i16, note: &str, actor: &str) -> StatusChange {
+/// CREATED -> CANCELLED for `reason`; the event carries `correlation_id`.
+fn cancel(reason: i16, note: &str, actor: &str, correlation_id: &str) -> StatusChange {
     StatusChange {
         from: &[1],
         to: status_i16(OrderStatus::Cancelled),
         actor_id: actor.to_owned(),
         note: note.to_owned(),
         reason: Some((reason, note.to_owned())),
+        correlation_id: correlation_id.to_owned(),
     }
 }
 
@@ -234,22 +235,31 @@ impl Saga {
         Ok(next)
     }
 
-    /// The saga was asked to stop before charging: compensate with the requested reason.
+    /// The saga was asked to stop before charging: compensate with the requested reason (the
+    /// event carries the CancelOrder request's id).
     async fn stop_requested(&self, full: &FullOrder) -> anyhow::Result<Next> {
         let o = &full.order;
-        self.compensate(
+        let changes = StepChanges {
+            status: Some(cancel(
+                o.cancel_reason,
+                &o.cancellation_note,
+                &o.cancel_actor,
+                &o.cancel_correlation_id,
+            )),
+            ..StepChanges::default()
+        };
+        self.advance(
             full,
-            o.cancel_reason,
-            &o.cancellation_note,
-            &o.cancel_actor,
+            SagaStep::ReleaseStock,
             "cancellation requested",
-            StepChanges::default(),
+            changes,
         )
         .await
     }
 
     /// Records that the checkout is cancelled (`reason`, `note`, by `actor`) and compensation
-    /// starts by releasing the stock, with the other `changes` of the step.
+    /// starts by releasing the stock, with the other `changes` of the step. The checkout failed
+    /// on its own: the event carries the PlaceOrder request's id.
     async fn compensate(
         &self,
         full: &FullOrder,
@@ -260,7 +270,7 @@ impl Saga {
         changes: StepChanges,
     ) -> anyhow::Result<Next> {
         let changes = StepChanges {
-            status: Some(cancel(reason, note, actor)),
+            status: Some(cancel(reason, note, actor, &full.order.correlation_id)),
             ..changes
         };
         self.advance(full, SagaStep::ReleaseStock, detail, changes)
@@ -476,6 +486,7 @@ impl Saga {
                             actor_id: String::new(),
                             note: String::new(),
                             reason: None,
+                            correlation_id: full.order.correlation_id.clone(),
                         }),
                         ..StepChanges::default()
                     },
@@ -674,6 +685,7 @@ impl Saga {
                 actor_id: o.cancel_actor.clone(),
                 note: o.cancellation_note.clone(),
                 reason: Some((o.cancel_reason, o.cancellation_note.clone())),
+                correlation_id: o.cancel_correlation_id.clone(),
             }),
             ..StepChanges::default()
         };

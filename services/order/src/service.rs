@@ -36,6 +36,11 @@ fn status_of(full: &FullOrder) -> OrderStatus {
     OrderStatus::try_from(i32::from(full.order.status)).unwrap_or(OrderStatus::Unspecified)
 }
 
+/// The x-request-id of the call, the correlation id of the events it causes; empty without one.
+fn correlation_id(ctx: &CallContext) -> String {
+    ctx.request_id.clone().unwrap_or_default()
+}
+
 fn i16_of(status: OrderStatus) -> i16 {
     i16::try_from(status as i32).unwrap_or(0)
 }
@@ -282,6 +287,7 @@ impl OrderService {
                     lines,
                     first_step: i16::try_from(SagaStep::ReserveStock as i32).unwrap_or(1),
                     lease: self.saga.config().lease,
+                    correlation_id: correlation_id(&ctx),
                 },
                 self.saga.config().max_held_units,
             )
@@ -471,7 +477,7 @@ impl OrderService {
         if status_of(&full) == OrderStatus::Created {
             self.saga
                 .repo()
-                .request_cancel(id, &caller.user_id, &note, reason)
+                .request_cancel(id, &caller.user_id, &note, reason, &correlation_id(&ctx))
                 .await
                 .map_err(db)?;
             self.run_and_wait(id, false, budget).await;
@@ -495,6 +501,7 @@ impl OrderService {
                         &note,
                         reason,
                         i16::try_from(SagaStep::CancelShipment as i32).unwrap_or(9),
+                        &correlation_id(&ctx),
                     )
                     .await
                     .map_err(db)?;
@@ -554,9 +561,11 @@ impl OrderService {
 
     /// PAID -> SHIPPED -> COMPLETED by an admin or the delivery service. Setting the status the
     /// order already has (or has passed along fulfilment) changes nothing and succeeds.
+    /// `correlation_id` is the request's x-request-id, for the event of the change.
     pub async fn update_status(
         &self,
         actor: &str,
+        correlation_id: &str,
         req: pb::UpdateOrderStatusRequest,
     ) -> Result<pb::Order, Status> {
         let to = OrderStatus::try_from(req.status).unwrap_or(OrderStatus::Unspecified);
@@ -605,6 +614,7 @@ impl OrderService {
                     actor_id: actor.to_owned(),
                     note,
                     reason: None,
+                    correlation_id: correlation_id.to_owned(),
                 },
             )
             .await
@@ -685,7 +695,13 @@ impl OrderService {
             .map_or(0, |m| m.amount_minor);
         self.saga
             .repo()
-            .record_refund(full.order.id, refunded, &caller.user_id, &note)
+            .record_refund(
+                full.order.id,
+                refunded,
+                &caller.user_id,
+                &note,
+                &correlation_id(&ctx),
+            )
             .await
             .map_err(db)?;
         let after = self

@@ -1,7 +1,7 @@
 //! Events the payment service records in its outbox: `payment.succeeded`, `payment.failed` and
 //! `payment.refunded`, with the protobuf payloads of `shopmesh.events.v1`. They are written in
 //! the transaction that settles the payment or refund, so none is lost and none is sent for a
-//! change that did not happen; the outbox relay (not built yet) publishes them.
+//! change that did not happen; the outbox relay (`shopmesh_platform::events::relay`) publishes them.
 
 use prost::Message;
 use shopmesh_contracts::pb::shopmesh::common::v1::Money as PbMoney;

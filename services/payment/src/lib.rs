@@ -24,6 +24,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use shopmesh_contracts::pb::shopmesh::payment::v1::payment_service_server::PaymentServiceServer;
 use shopmesh_platform::Settings;
+use shopmesh_platform::events::{PgOutbox, relay_task};
 use shopmesh_platform::mesh::{Built, Context, Service, Store};
 use shopmesh_platform::pg;
 use shopmesh_platform::settings::{Env, Secret, SettingsError};
@@ -81,7 +82,7 @@ impl Service for Payment {
     }
 
     fn stores(&self) -> &'static [Store] {
-        &[Store::Postgres]
+        &[Store::Postgres, Store::RabbitMq]
     }
 
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
@@ -160,6 +161,12 @@ impl Service for Payment {
                 .task(Box::new(move |stop| {
                     recover_until_stopped(sweeper, interval, stop).boxed()
                 }))
+                // payment.succeeded / failed / refunded leave through the outbox.
+                .task(relay_task(
+                    Arc::new(PgOutbox::new(pool.clone())),
+                    ctx.broker(),
+                    "payment",
+                ))
                 .on_stopped(async move { pool.close().await }.boxed()))
         }
         .boxed()

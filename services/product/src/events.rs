@@ -1,5 +1,5 @@
 //! Events the product service records in its outbox. The payloads are the protobuf messages of
-//! `shopmesh.events.v1`; the outbox relay (not built yet) wraps each in an `EventEnvelope` when it
+//! `shopmesh.events.v1`; the outbox relay (`shopmesh_platform::events::relay`) wraps each in an `EventEnvelope` when it
 //! publishes. Writing them in the transaction of the change is what makes sure none is lost.
 
 use prost::Message;

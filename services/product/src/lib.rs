@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_server::InventoryServiceServer;
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_server::ProductServiceServer;
 use shopmesh_platform::Settings;
+use shopmesh_platform::events::{PgOutbox, relay_task};
 use shopmesh_platform::mesh::{Built, Context, Service, Store};
 use shopmesh_platform::settings::{Env, Secret, SettingsError};
 use shopmesh_platform::shutdown::Shutdown;
@@ -104,7 +105,7 @@ impl Service for Product {
     }
 
     fn stores(&self) -> &'static [Store] {
-        &[Store::Postgres]
+        &[Store::Postgres, Store::RabbitMq]
     }
 
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
@@ -171,6 +172,12 @@ impl Service for Product {
                 .task(Box::new(move |stop| {
                     sweep_until_stopped(sweeper, interval, stop).boxed()
                 }))
+                // Product changes and low-stock crossings leave through the outbox.
+                .task(relay_task(
+                    Arc::new(PgOutbox::new(pool.clone())),
+                    ctx.broker(),
+                    "product",
+                ))
                 .on_stopped(async move { pool.close().await }.boxed()))
         }
         .boxed()

@@ -152,7 +152,8 @@ pub struct User {
     pub role: Role,
     pub tier: Tier,
     pub addresses: Vec<Address>,
-    /// Bumped by every address change; address writes are conditional on it.
+    /// Bumped by every change of the account (profile, access, addresses); writes are
+    /// conditional on it.
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

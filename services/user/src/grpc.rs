@@ -5,7 +5,7 @@ use std::sync::Arc;
 use shopmesh_contracts::user::user_service_server::UserService as UserServiceApi;
 use shopmesh_contracts::user::{self as pb};
 use shopmesh_platform::auth::{Identity, Role, Tier, TokenVerifier, bearer_token};
-use shopmesh_platform::grpc::{calling_service, identity};
+use shopmesh_platform::grpc::{REQUEST_ID, calling_service, identity};
 use shopmesh_platform::revocation::Verdict;
 use shopmesh_platform::text::has_control;
 use shopmesh_platform::time::timestamp;
@@ -69,14 +69,24 @@ impl UserGrpc {
     }
 }
 
-fn role_pb(role: Role) -> pb::Role {
+/// The request id of the call, the correlation id of the events it causes; empty when none.
+fn correlation_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn role_pb(role: Role) -> pb::Role {
     match role {
         Role::Customer => pb::Role::Customer,
         Role::Admin => pb::Role::Admin,
     }
 }
 
-fn tier_pb(tier: Tier) -> pb::Tier {
+pub fn tier_pb(tier: Tier) -> pb::Tier {
     match tier {
         Tier::Standard => pb::Tier::Standard,
         Tier::Vip => pb::Tier::Vip,
@@ -162,10 +172,17 @@ impl UserServiceApi for UserGrpc {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let correlation_id = correlation_id(&request);
         let req = request.into_inner();
         let user = self
             .service
-            .register(&req.email, &req.password, &req.name, Role::Customer)
+            .register(
+                &req.email,
+                &req.password,
+                &req.name,
+                Role::Customer,
+                &correlation_id,
+            )
             .await?;
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user_pb(&user)),
@@ -257,13 +274,17 @@ impl UserServiceApi for UserGrpc {
         request: Request<pb::UpdateMeRequest>,
     ) -> Result<Response<pb::UpdateMeResponse>, Status> {
         let caller = self.caller(&request).await?;
+        let correlation_id = correlation_id(&request);
         let req = request.into_inner();
         check_mask(&req.update_mask, &["name", "phone"])?;
         let patch = ProfilePatch {
             name: masked(&req.update_mask, "name").then_some(req.name),
             phone: masked(&req.update_mask, "phone").then_some(req.phone),
         };
-        let user = self.service.update_profile(&caller.user_id, patch).await?;
+        let user = self
+            .service
+            .update_profile(&caller.user_id, patch, &correlation_id)
+            .await?;
         Ok(Response::new(pb::UpdateMeResponse {
             user: Some(user_pb(&user)),
         }))
@@ -396,6 +417,7 @@ impl UserServiceApi for UserGrpc {
         request: Request<pb::UpdateUserAccessRequest>,
     ) -> Result<Response<pb::UpdateUserAccessResponse>, Status> {
         self.admin(&request).await?;
+        let correlation_id = correlation_id(&request);
         let req = request.into_inner();
         let role = match req.role() {
             pb::Role::Unspecified => None,
@@ -407,7 +429,10 @@ impl UserServiceApi for UserGrpc {
             pb::Tier::Standard => Some(Tier::Standard),
             pb::Tier::Vip => Some(Tier::Vip),
         };
-        let user = self.service.update_access(&req.user_id, role, tier).await?;
+        let user = self
+            .service
+            .update_access(&req.user_id, role, tier, &correlation_id)
+            .await?;
         Ok(Response::new(pb::UpdateUserAccessResponse {
             user: Some(user_pb(&user)),
         }))

@@ -1,8 +1,11 @@
 //! The user service: accounts, profiles and addresses in MongoDB, refresh-token families in
 //! Redis, Ed25519 access tokens. Exposed over gRPC only; the gateway is its REST face.
+//! Registrations and profile, role and tier changes are recorded as events (user.registered,
+//! user.updated) in the changed account's own document, for the outbox relay ([`events`]).
 
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod repo;
 pub mod service;
@@ -136,7 +139,7 @@ impl Service for User {
     }
 
     fn stores(&self) -> &'static [Store] {
-        &[Store::MongoDb, Store::Redis]
+        &[Store::MongoDb, Store::Redis, Store::RabbitMq]
     }
 
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
@@ -190,7 +193,14 @@ impl Service for User {
             );
             let ready = service.clone();
             let rotating = service.clone();
+            let outbox = Arc::new(UserOutbox(service.outbox()));
             Ok(Built::new(server)
+                // user.registered / user.updated leave from the user documents' outbox.
+                .task(shopmesh_platform::events::relay_task(
+                    outbox,
+                    ctx.broker(),
+                    "user",
+                ))
                 .ready(Arc::new(move || {
                     let service = ready.clone();
                     async move { service.ready().await.map_err(|err| err.to_string()) }.boxed()
@@ -218,5 +228,46 @@ impl Service for User {
                 })))
         }
         .boxed()
+    }
+}
+
+/// The relay's view of the events waiting in user documents (`pending_events`, written in the
+/// same single-document update as the change they describe, so no MongoDB transaction is
+/// needed). Several replicas of the user service would each relay: a user's events could then
+/// leave twice (consumers deduplicate) but not out of order, as each relay reads oldest first.
+struct UserOutbox(Arc<dyn repo::UserRepo>);
+
+#[async_trait::async_trait]
+impl shopmesh_platform::events::Outbox for UserOutbox {
+    async fn pending(
+        &self,
+        limit: u32,
+    ) -> anyhow::Result<Vec<shopmesh_platform::events::OutgoingEvent>> {
+        let pending = self.0.pending_events(limit as usize).await?;
+        Ok(pending
+            .into_iter()
+            .filter_map(|event| {
+                let Ok(id) = uuid::Uuid::parse_str(&event.id) else {
+                    tracing::error!(event_id = %event.id, "an outbox event id is not a UUID");
+                    return None;
+                };
+                Some(shopmesh_platform::events::OutgoingEvent {
+                    id,
+                    event_type: event.event_type,
+                    aggregate_id: event.aggregate_id,
+                    payload_type: event.payload_type,
+                    payload: event.payload,
+                    correlation_id: event.correlation_id,
+                    priority: 0,
+                    occurred_at: event.created_at,
+                })
+            })
+            .collect())
+    }
+
+    async fn mark_published(&self, ids: &[uuid::Uuid]) -> anyhow::Result<()> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        self.0.mark_events_published(&ids).await?;
+        Ok(())
     }
 }

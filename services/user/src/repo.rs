@@ -1,18 +1,20 @@
 //! Ports for account storage and refresh-token families, and their adapters: MongoDB for
-//! accounts and profiles, Redis for refresh tokens.
+//! accounts and profiles (with the outbox of their events, see [`crate::events`]), Redis for
+//! refresh tokens.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use mongodb::bson::{self, Document, doc};
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, FindOneAndUpdateOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use shopmesh_platform::auth::{Role, Tier};
 
 use crate::domain::{Address, AddressFields, User};
+use crate::events::PendingEvent;
 
 /// A storage failure. `Duplicate` is the unique email index refusing a second account.
 #[derive(Debug, thiserror::Error)]
@@ -29,16 +31,20 @@ pub trait UserRepo: Send + Sync {
     /// Creates the indexes the invariants rely on (idempotent).
     async fn migrate(&self) -> Result<(), RepoError>;
     async fn ping(&self) -> Result<(), RepoError>;
-    async fn insert(&self, user: &User) -> Result<(), RepoError>;
+    /// Inserts the account with `event` (its user.registered) as its one pending event, in the
+    /// same insert.
+    async fn insert(&self, user: &User, event: &PendingEvent) -> Result<(), RepoError>;
     async fn by_id(&self, id: &str) -> Result<Option<User>, RepoError>;
     async fn by_email(&self, normalized: &str) -> Result<Option<User>, RepoError>;
-    /// Sets the given profile fields; `None` leaves a field alone.
-    async fn update_profile(
+    /// Writes the profile and access of `user` (name, phone, role, tier) with its `version`
+    /// and `updated_at` if the stored account is still at `expected_version`, appending `event`
+    /// (its user.updated) to the account's pending events in the same update. `None` when the
+    /// account changed in between (or is gone): nothing was written.
+    async fn update_account(
         &self,
-        id: &str,
-        name: Option<&str>,
-        phone: Option<&str>,
-        now: DateTime<Utc>,
+        user: &User,
+        expected_version: i64,
+        event: &PendingEvent,
     ) -> Result<Option<User>, RepoError>;
     /// Replaces the address list if the account is still at `expected_version`; `None` when the
     /// account changed in between (or is gone).
@@ -49,13 +55,6 @@ pub trait UserRepo: Send + Sync {
         addresses: &[Address],
         now: DateTime<Utc>,
     ) -> Result<Option<User>, RepoError>;
-    async fn update_access(
-        &self,
-        id: &str,
-        role: Option<Role>,
-        tier: Option<Tier>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<User>, RepoError>;
     /// Accounts in id order after `after`, optionally filtered by an email substring.
     async fn list(
         &self,
@@ -63,6 +62,61 @@ pub trait UserRepo: Send + Sync {
         email_contains: Option<&str>,
         limit: usize,
     ) -> Result<Vec<User>, RepoError>;
+    /// For the outbox relay: up to `limit` events not published yet, of all accounts, oldest
+    /// first (an account's own events in the order they were recorded).
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, RepoError>;
+    /// For the outbox relay: removes the events with these ids from their accounts' pending
+    /// events (unknown ids are ignored, so a repeat does no harm).
+    async fn mark_events_published(&self, ids: &[String]) -> Result<(), RepoError>;
+}
+
+/// The field of a user document that holds its outbox (see [`crate::events`]).
+const PENDING_EVENTS: &str = "pending_events";
+
+/// One element of a user document's `pending_events`.
+#[derive(Debug, Serialize, Deserialize)]
+struct EventDoc {
+    id: String,
+    event_type: String,
+    aggregate_id: String,
+    payload_type: String,
+    payload: bson::Binary,
+    correlation_id: String,
+    created_at: bson::DateTime,
+}
+
+fn event_doc(event: &PendingEvent) -> Document {
+    doc! {
+        "id": &event.id,
+        "event_type": &event.event_type,
+        "aggregate_id": &event.aggregate_id,
+        "payload_type": &event.payload_type,
+        "payload": bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: event.payload.clone(),
+        },
+        "correlation_id": &event.correlation_id,
+        "created_at": to_bson_time(event.created_at),
+    }
+}
+
+impl From<EventDoc> for PendingEvent {
+    fn from(doc: EventDoc) -> Self {
+        Self {
+            id: doc.id,
+            event_type: doc.event_type,
+            aggregate_id: doc.aggregate_id,
+            payload_type: doc.payload_type,
+            payload: doc.payload.bytes,
+            correlation_id: doc.correlation_id,
+            created_at: from_bson_time(doc.created_at),
+        }
+    }
+}
+
+/// Reads of accounts leave the outbox out: it is the relay's, never part of a [`User`].
+fn without_events() -> Document {
+    doc! { PENDING_EVENTS: 0 }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,6 +135,9 @@ struct AddressDoc {
     created_at: bson::DateTime,
 }
 
+/// A user document as the service reads and writes it. The document also holds
+/// `pending_events`, which this type leaves out on purpose (reads project it away, inserts add
+/// it), so the outbox cannot reach a [`User`], an API response or the user's JSON.
 #[derive(Debug, Serialize, Deserialize)]
 struct UserDoc {
     #[serde(rename = "_id")]
@@ -257,11 +314,20 @@ impl MongoUserRepo {
         filter: Document,
         set: Document,
     ) -> Result<Option<User>, RepoError> {
+        self.find_and_update(filter, doc! { "$set": set }).await
+    }
+
+    async fn find_and_update(
+        &self,
+        filter: Document,
+        update: Document,
+    ) -> Result<Option<User>, RepoError> {
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
+            .projection(without_events())
             .build();
         self.users
-            .find_one_and_update(filter, doc! { "$set": set })
+            .find_one_and_update(filter, update)
             .with_options(options)
             .await
             .map(|doc| doc.map(User::from))
@@ -285,6 +351,19 @@ impl UserRepo for MongoUserRepo {
             .create_index(unique_email)
             .await
             .map_err(backend)?;
+        // The relay finds and removes published events by id.
+        let pending_events = IndexModel::builder()
+            .keys(doc! { "pending_events.id": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("pending_events_id".to_owned())
+                    .build(),
+            )
+            .build();
+        self.users
+            .create_index(pending_events)
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -296,8 +375,12 @@ impl UserRepo for MongoUserRepo {
             .map_err(backend)
     }
 
-    async fn insert(&self, user: &User) -> Result<(), RepoError> {
-        match self.users.insert_one(user_doc(user)).await {
+    async fn insert(&self, user: &User, event: &PendingEvent) -> Result<(), RepoError> {
+        let mut document =
+            bson::to_document(&user_doc(user)).map_err(|err| RepoError::Backend(err.into()))?;
+        document.insert(PENDING_EVENTS, vec![Bson::Document(event_doc(event))]);
+        let users = self.users.clone_with_type::<Document>();
+        match users.insert_one(document).await {
             Ok(_) => Ok(()),
             Err(err) if is_duplicate(&err) => Err(RepoError::Duplicate),
             Err(err) => Err(backend(err)),
@@ -307,6 +390,7 @@ impl UserRepo for MongoUserRepo {
     async fn by_id(&self, id: &str) -> Result<Option<User>, RepoError> {
         self.users
             .find_one(doc! { "_id": id })
+            .projection(without_events())
             .await
             .map(|doc| doc.map(User::from))
             .map_err(backend)
@@ -315,26 +399,33 @@ impl UserRepo for MongoUserRepo {
     async fn by_email(&self, normalized: &str) -> Result<Option<User>, RepoError> {
         self.users
             .find_one(doc! { "email_normalized": normalized })
+            .projection(without_events())
             .await
             .map(|doc| doc.map(User::from))
             .map_err(backend)
     }
 
-    async fn update_profile(
+    async fn update_account(
         &self,
-        id: &str,
-        name: Option<&str>,
-        phone: Option<&str>,
-        now: DateTime<Utc>,
+        user: &User,
+        expected_version: i64,
+        event: &PendingEvent,
     ) -> Result<Option<User>, RepoError> {
-        let mut set = doc! { "updated_at": to_bson_time(now) };
-        if let Some(name) = name {
-            set.insert("name", name);
-        }
-        if let Some(phone) = phone {
-            set.insert("phone", phone);
-        }
-        self.find_and_set(doc! { "_id": id }, set).await
+        self.find_and_update(
+            doc! { "_id": &user.id, "version": expected_version },
+            doc! {
+                "$set": {
+                    "name": &user.name,
+                    "phone": &user.phone,
+                    "role": role_name(user.role),
+                    "tier": tier_name(user.tier),
+                    "version": user.version,
+                    "updated_at": to_bson_time(user.updated_at),
+                },
+                "$push": { PENDING_EVENTS: event_doc(event) },
+            },
+        )
+        .await
     }
 
     async fn replace_addresses(
@@ -360,23 +451,6 @@ impl UserRepo for MongoUserRepo {
         .await
     }
 
-    async fn update_access(
-        &self,
-        id: &str,
-        role: Option<Role>,
-        tier: Option<Tier>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<User>, RepoError> {
-        let mut set = doc! { "updated_at": to_bson_time(now) };
-        if let Some(role) = role {
-            set.insert("role", role_name(role));
-        }
-        if let Some(tier) = tier {
-            set.insert("tier", tier_name(tier));
-        }
-        self.find_and_set(doc! { "_id": id }, set).await
-    }
-
     async fn list(
         &self,
         after: Option<&str>,
@@ -396,12 +470,55 @@ impl UserRepo for MongoUserRepo {
         let cursor = self
             .users
             .find(filter)
+            .projection(without_events())
             .sort(doc! { "_id": 1 })
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
             .map_err(backend)?;
         let docs: Vec<UserDoc> = cursor.try_collect().await.map_err(backend)?;
         Ok(docs.into_iter().map(User::from).collect())
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, RepoError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let pipeline = [
+            // Accounts with at least one pending event (through the pending_events.id index).
+            doc! { "$match": { "pending_events.id": { "$exists": true } } },
+            doc! { "$project": { PENDING_EVENTS: 1 } },
+            doc! { "$unwind": { "path": "$pending_events", "includeArrayIndex": "position" } },
+            // Oldest first; an account's events of the same millisecond in the order they
+            // were appended.
+            doc! { "$sort": { "pending_events.created_at": 1, "_id": 1, "position": 1 } },
+            doc! { "$limit": i64::try_from(limit).unwrap_or(i64::MAX) },
+        ];
+        let cursor = self.users.aggregate(pipeline).await.map_err(backend)?;
+        let rows: Vec<Document> = cursor.try_collect().await.map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let event = row
+                    .get_document(PENDING_EVENTS)
+                    .map_err(|err| RepoError::Backend(err.into()))?;
+                bson::from_document::<EventDoc>(event.clone())
+                    .map(PendingEvent::from)
+                    .map_err(|err| RepoError::Backend(err.into()))
+            })
+            .collect()
+    }
+
+    async fn mark_events_published(&self, ids: &[String]) -> Result<(), RepoError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.users
+            .update_many(
+                doc! { "pending_events.id": { "$in": ids } },
+                doc! { "$pull": { PENDING_EVENTS: { "id": { "$in": ids } } } },
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }
 

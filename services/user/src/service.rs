@@ -18,11 +18,14 @@ use crate::domain::{
     settle_default,
 };
 use crate::error::Error;
+use crate::events::{self, PendingEvent};
 use crate::repo::{RefreshTokens, RepoError, Rotation, UserRepo, token_family};
 use crate::throttle::{Attempt, LoginThrottle};
 
 /// How often an address change retries after losing a race with another change.
 const ADDRESS_RETRIES: usize = 5;
+/// How often a profile or access change retries after losing a race with another change.
+const ACCOUNT_RETRIES: usize = 5;
 
 /// A new access token and its refresh token.
 #[derive(Clone, Debug)]
@@ -68,6 +71,13 @@ pub struct UserService {
     throttle: Arc<dyn LoginThrottle>,
     /// Ended sessions and token versions: written here, checked on every authenticated call.
     sessions: Arc<RevocationCheck>,
+}
+
+impl UserService {
+    /// The account store, whose user documents carry the events not yet published.
+    pub fn outbox(&self) -> Arc<dyn UserRepo> {
+        self.users.clone()
+    }
 }
 
 fn revocation_store(err: RevocationError) -> Error {
@@ -179,6 +189,8 @@ impl UserService {
         self.refresh_tokens.ping().await
     }
 
+    /// Creates an account, recording user.registered with `correlation_id` (the request id of
+    /// the call; empty when there is none) in the same insert.
     #[tracing::instrument(skip_all)]
     pub async fn register(
         &self,
@@ -186,6 +198,7 @@ impl UserService {
         password: &str,
         name: &str,
         role: Role,
+        correlation_id: &str,
     ) -> Result<User, Error> {
         let (email, password, name) = {
             let email = Email::parse(email);
@@ -216,7 +229,8 @@ impl UserService {
             created_at: now,
             updated_at: now,
         };
-        self.users.insert(&user).await?;
+        let event = PendingEvent::registered(&user, correlation_id, now);
+        self.users.insert(&user, &event).await?;
         tracing::info!(user_id = %user.id, "account registered");
         Ok(user)
     }
@@ -224,8 +238,9 @@ impl UserService {
     /// Creates an admin account, or promotes the existing account with this email to admin.
     /// Returns the account and whether it was created.
     pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<(User, bool), Error> {
+        // An operator's command, not a request: no correlation id.
         match self
-            .register(email, password, "Administrator", Role::Admin)
+            .register(email, password, "Administrator", Role::Admin, "")
             .await
         {
             Ok(user) => Ok((user, true)),
@@ -235,12 +250,10 @@ impl UserService {
                     .by_email(&domain::normalize_email(email))
                     .await?
                     .ok_or(Error::NotFound("account"))?;
-                let user = self
-                    .users
-                    .update_access(&existing.id, Some(Role::Admin), None, now())
-                    .await?
-                    .ok_or(Error::NotFound("account"))?;
-                self.access_changed(&existing, &user).await?;
+                let (before, user) = self
+                    .change_account(&existing.id, "", |user| user.role = Role::Admin)
+                    .await?;
+                self.access_changed(&before, &user).await?;
                 Ok((user, false))
             }
             Err(err) => Err(err),
@@ -369,7 +382,14 @@ impl UserService {
             .ok_or(Error::NotFound("account"))
     }
 
-    pub async fn update_profile(&self, user_id: &str, patch: ProfilePatch) -> Result<User, Error> {
+    /// Applies the patch; a change records user.updated with `correlation_id`, a patch that
+    /// changes nothing writes nothing.
+    pub async fn update_profile(
+        &self,
+        user_id: &str,
+        patch: ProfilePatch,
+        correlation_id: &str,
+    ) -> Result<User, Error> {
         let name = patch
             .name
             .as_deref()
@@ -393,10 +413,49 @@ impl UserService {
         if name.is_none() && phone.is_none() {
             return self.get(user_id).await;
         }
-        self.users
-            .update_profile(user_id, name.as_deref(), phone.as_deref(), now())
-            .await?
-            .ok_or(Error::NotFound("account"))
+        let (_, user) = self
+            .change_account(user_id, correlation_id, |user| {
+                if let Some(name) = &name {
+                    user.name.clone_from(name);
+                }
+                if let Some(phone) = &phone {
+                    user.phone.clone_from(phone);
+                }
+            })
+            .await?;
+        Ok(user)
+    }
+
+    /// Applies `change` to the account's profile or access with a compare-and-set on the
+    /// account version, recording user.updated (the whole new state, with `correlation_id`) in
+    /// the same update, and retrying when another change won the race. A change that changes
+    /// nothing writes nothing. Returns the account before and after.
+    async fn change_account(
+        &self,
+        user_id: &str,
+        correlation_id: &str,
+        change: impl Fn(&mut User),
+    ) -> Result<(User, User), Error> {
+        for _ in 0..ACCOUNT_RETRIES {
+            let before = self.get(user_id).await?;
+            let mut after = before.clone();
+            change(&mut after);
+            if !events::changed(&before, &after) {
+                return Ok((before.clone(), before));
+            }
+            let now = now();
+            after.version = before.version + 1;
+            after.updated_at = now;
+            let event = PendingEvent::updated(&after, correlation_id, now);
+            if let Some(updated) = self
+                .users
+                .update_account(&after, before.version, &event)
+                .await?
+            {
+                return Ok((before, updated));
+            }
+        }
+        Err(Error::Conflict)
     }
 
     /// Applies `change` to the caller's address list with a compare-and-set on the account
@@ -555,21 +614,28 @@ impl UserService {
         Ok(UserPage { users, next_cursor })
     }
 
+    /// Sets the role and/or tier; a change records user.updated with `correlation_id`, one that
+    /// changes nothing writes nothing.
     pub async fn update_access(
         &self,
         user_id: &str,
         role: Option<Role>,
         tier: Option<Tier>,
+        correlation_id: &str,
     ) -> Result<User, Error> {
-        let before = self.get(user_id).await?;
         if role.is_none() && tier.is_none() {
-            return Ok(before);
+            return self.get(user_id).await;
         }
-        let after = self
-            .users
-            .update_access(user_id, role, tier, now())
-            .await?
-            .ok_or(Error::NotFound("account"))?;
+        let (before, after) = self
+            .change_account(user_id, correlation_id, |user| {
+                if let Some(role) = role {
+                    user.role = role;
+                }
+                if let Some(tier) = tier {
+                    user.tier = tier;
+                }
+            })
+            .await?;
         self.access_changed(&before, &after).await?;
         Ok(after)
     }

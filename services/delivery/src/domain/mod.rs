@@ -10,4 +10,4 @@ pub use self::shipment::{
     Address, Line, MAX_CARRIER_CHARS, MAX_LINES, MAX_LOCATION_CHARS, MAX_NOTE_CHARS, NewShipment,
     Shipment, ShipmentDraft, Step, StepDraft, Tier, TrackingEvent, Viewer, parse_id,
 };
-pub use self::status::{OrderUpdate, ShipmentStatus};
+pub use self::status::{OrderUpdate, Packing, ShipmentStatus};

@@ -41,6 +41,21 @@ impl OrderUpdate {
     }
 }
 
+/// What packing does to a shipment whose order was paid, by the status the shipment is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// Packed where it stands: a LABEL_CREATED shipment keeps its status (the courier's path has
+    /// no packing state) and becomes due for the courier's pick-up.
+    InPlace,
+    /// Packed with a transition to this status (PENDING -> PACKED, the warehouse path).
+    Transition(ShipmentStatus),
+    /// It moved on without the warehouse (an admin packed it, handed it over, or more): there is
+    /// nothing left to pack; it is only recorded fulfilled.
+    MovedOn,
+    /// Cancelled: nothing to pack, nothing recorded.
+    Cancelled,
+}
+
 impl ShipmentStatus {
     pub const ALL: [Self; 10] = [
         Self::LabelCreated,
@@ -98,8 +113,10 @@ impl ShipmentStatus {
     }
 
     /// The step the simulated courier takes from this status, if it takes one. The courier
-    /// picks up labelled or shipped parcels and carries them to the door (retrying a failed
-    /// attempt); packing (PENDING, PACKED) is the warehouse's business, reported by an admin.
+    /// picks up labelled parcels once the packing station has fulfilled them (a shipment is
+    /// due for the courier only from then on) or shipped ones, and carries them to the door
+    /// (retrying a failed attempt); PENDING and PACKED are the warehouse path, which an admin
+    /// continues.
     pub fn courier_next(self) -> Option<Self> {
         match self {
             Self::LabelCreated | Self::Shipped => Some(Self::InTransit),
@@ -107,6 +124,23 @@ impl ShipmentStatus {
             Self::OutForDelivery => Some(Self::Delivered),
             Self::Failed => Some(Self::OutForDelivery),
             _ => None,
+        }
+    }
+
+    /// What the packing station does with a shipment in this status when its order.paid
+    /// arrives.
+    pub fn packing(self) -> Packing {
+        match self {
+            Self::LabelCreated => Packing::InPlace,
+            Self::Pending => Packing::Transition(Self::Packed),
+            Self::Cancelled => Packing::Cancelled,
+            Self::Packed
+            | Self::Shipped
+            | Self::InTransit
+            | Self::OutForDelivery
+            | Self::Delivered
+            | Self::Failed
+            | Self::Returned => Packing::MovedOn,
         }
     }
 
@@ -187,6 +221,22 @@ mod tests {
             .filter(|s| s.can_become(Cancelled))
             .collect();
         assert_eq!(cancellable, [LabelCreated, Pending, Packed]);
+    }
+
+    #[test]
+    fn packing_follows_the_transition_table() {
+        assert_eq!(LabelCreated.packing(), Packing::InPlace);
+        assert_eq!(Pending.packing(), Packing::Transition(Packed));
+        assert_eq!(Cancelled.packing(), Packing::Cancelled);
+        for status in ShipmentStatus::ALL {
+            match status.packing() {
+                Packing::Transition(to) => assert!(status.can_become(to), "{status} -> {to}"),
+                // Packed in place means the courier picks it up next.
+                Packing::InPlace => assert!(status.courier_next().is_some(), "{status}"),
+                Packing::MovedOn => assert!(!matches!(status, LabelCreated | Pending)),
+                Packing::Cancelled => assert!(status.is_terminal()),
+            }
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Invariants that must hold under concurrency live in the database: one shipment per order
 //! (unique key), transitions conditional on the status and event sequence they start from, the
-//! courier's rows claimed with `for update skip locked`, and order updates written in the same
-//! transaction as the tracking event that causes them.
+//! courier's rows claimed with `for update skip locked`, and order updates and outbox events
+//! written in the same transaction as the change that causes them. Fulfilment writes through
+//! the event consumer's transaction (the one that records the event in the inbox), so its
+//! functions take that connection rather than the pool.
 
 mod pg;
 
@@ -13,9 +15,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use pg::PgShipmentRepo;
+pub use pg::{PgShipmentRepo, lock_for_fulfilment, record_fulfilment};
 
-use crate::domain::{NewShipment, OrderUpdate, Shipment, ShipmentStatus, Step, TrackingEvent};
+use crate::domain::{
+    NewShipment, OrderUpdate, Shipment, ShipmentStatus, Step, Tier, TrackingEvent,
+};
 
 /// A storage failure the service may want to tell apart.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +49,17 @@ pub struct Label {
     pub carrier: String,
     pub tracking_number: String,
     pub event_id: Uuid,
-    /// When the courier takes its first step.
-    pub first_step_in: Duration,
+}
+
+/// The shipment of a paid order as the packing station finds it (locked in its transaction).
+#[derive(Clone, Debug)]
+pub struct FulfilmentTarget {
+    pub id: Uuid,
+    pub tier: Tier,
+    pub status: ShipmentStatus,
+    pub last_event_seq: i32,
+    /// When it was fulfilled; `None` until then.
+    pub fulfilled_at: Option<DateTime<Utc>>,
 }
 
 /// What CreateShipment found.
@@ -94,14 +107,22 @@ pub struct CourierMove {
 #[async_trait]
 pub trait ShipmentRepo: Send + Sync {
     async fn ping(&self) -> Result<(), RepoError>;
-    /// Inserts the shipment, its lines and its LABEL_CREATED event (with the label's ids) in
-    /// one transaction, or returns the order's existing shipment: never two per order.
-    async fn create(&self, shipment: &NewShipment, label: &Label) -> Result<Created, RepoError>;
+    /// Inserts the shipment, its lines, its LABEL_CREATED event (with the label's ids) and its
+    /// shipment.created outbox event (with `correlation_id`) in one transaction, or returns the
+    /// order's existing shipment (writing nothing): never two per order. The new shipment is
+    /// not due for the courier until it is fulfilled.
+    async fn create(
+        &self,
+        shipment: &NewShipment,
+        label: &Label,
+        correlation_id: &str,
+    ) -> Result<Created, RepoError>;
     async fn shipment(&self, id: Uuid) -> Result<Option<Shipment>, RepoError>;
     async fn shipment_by_order(&self, order_id: Uuid) -> Result<Option<Shipment>, RepoError>;
     /// Applies `step` if the shipment is still in `from` at event `from_seq`: the new status,
-    /// its tracking event, the order update it implies and the courier's next due time, in one
-    /// transaction. `None` when the shipment moved on meanwhile.
+    /// its tracking event, its shipment.status_changed outbox event (with `correlation_id`),
+    /// the order update it implies and the courier's next due time, in one transaction. `None`
+    /// (and nothing written) when the shipment moved on meanwhile.
     async fn advance(
         &self,
         id: Uuid,
@@ -109,6 +130,7 @@ pub trait ShipmentRepo: Send + Sync {
         from_seq: i32,
         step: &Step,
         courier_step: Duration,
+        correlation_id: &str,
     ) -> Result<Option<Shipment>, RepoError>;
     /// The shipment's events after sequence number `after_seq`, oldest first.
     async fn events_after(&self, id: Uuid, after_seq: i32)
@@ -117,7 +139,8 @@ pub trait ShipmentRepo: Send + Sync {
     async fn event_seq(&self, shipment_id: Uuid, event_id: Uuid) -> Result<Option<i32>, RepoError>;
     /// One courier pass: claims up to `limit` shipments whose next step is due (VIP first, then
     /// the longest waiting) with `for update skip locked`, so that instances never take the
-    /// same step twice, and applies each one's step in the same transaction.
+    /// same step twice, and applies each one's step (with its outbox event, no correlation id)
+    /// in the same transaction.
     async fn courier_pass(
         &self,
         limit: i64,

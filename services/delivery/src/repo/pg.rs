@@ -11,7 +11,10 @@ use crate::domain::{
     self, Address, Line, NewShipment, OrderUpdate, Shipment, ShipmentStatus, Step, Tier,
     TrackingEvent,
 };
-use crate::repo::{CourierMove, Created, Label, OrderSync, RepoError, ShipmentRepo, SyncOutcome};
+use crate::events::{OutboxEvent, Transition};
+use crate::repo::{
+    CourierMove, Created, FulfilmentTarget, Label, OrderSync, RepoError, ShipmentRepo, SyncOutcome,
+};
 
 /// Shipments in PostgreSQL.
 #[derive(Clone, Debug)]
@@ -162,9 +165,21 @@ async fn load(
     }))
 }
 
+/// What a transition's update returns: the shipment as the outbox event describes it.
+#[derive(Debug, FromRow)]
+struct AdvancedRow {
+    last_event_seq: i32,
+    order_id: Uuid,
+    user_id: String,
+    tier: String,
+    carrier: String,
+    tracking_number: String,
+}
+
 /// Applies one step inside the caller's transaction if the shipment is still in `from` at
-/// event `from_seq`: `false` when it moved on. Writes the tracking event and, when the new
-/// status implies an order status the order has not been sent yet, the order update.
+/// event `from_seq`: `false` when it moved on. Writes the tracking event, the
+/// shipment.status_changed outbox event (with `correlation_id`) and, when the new status
+/// implies an order status the order has not been sent yet, the order update.
 async fn apply_step(
     conn: &mut PgConnection,
     id: Uuid,
@@ -172,16 +187,17 @@ async fn apply_step(
     from_seq: i32,
     step: &Step,
     courier_step: Duration,
+    correlation_id: &str,
 ) -> Result<bool, RepoError> {
     // The courier takes the next step after `courier_step`, if it has one to take.
     let next_step_in = step.status.courier_next().map(|_| secs(courier_step));
-    let seq: Option<i32> = sqlx::query_scalar(
+    let advanced: Option<AdvancedRow> = sqlx::query_as(
         "update shipments set status = $4, last_event_seq = last_event_seq + 1, \
              carrier = coalesce($5, carrier), tracking_number = coalesce($6, tracking_number), \
              next_step_at = clock_timestamp() + make_interval(secs => $7), \
              updated_at = clock_timestamp() \
          where id = $1 and status = $2 and last_event_seq = $3 \
-         returning last_event_seq",
+         returning last_event_seq, order_id, user_id, tier, carrier, tracking_number",
     )
     .bind(id)
     .bind(from.as_str())
@@ -192,7 +208,7 @@ async fn apply_step(
     .bind(next_step_in)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(seq) = seq else {
+    let Some(advanced) = advanced else {
         return Ok(false);
     };
     sqlx::query(
@@ -201,16 +217,50 @@ async fn apply_step(
     )
     .bind(Uuid::now_v7())
     .bind(id)
-    .bind(seq)
+    .bind(advanced.last_event_seq)
     .bind(step.status.as_str())
     .bind(&step.location)
     .bind(&step.note)
     .execute(&mut *conn)
     .await?;
+    let event = OutboxEvent::status_changed(&Transition {
+        shipment_id: id,
+        order_id: advanced.order_id,
+        user_id: &advanced.user_id,
+        tier: Tier::parse(&advanced.tier).ok_or_else(|| corrupt("tier", &advanced.tier))?,
+        from,
+        step,
+        carrier: &advanced.carrier,
+        tracking_number: &advanced.tracking_number,
+    });
+    insert_outbox(conn, &event, correlation_id).await?;
     if let Some(update) = step.status.order_update() {
         record_order_update(conn, id, update, step).await?;
     }
     Ok(true)
+}
+
+/// Records `event` in the outbox, in the caller's transaction.
+async fn insert_outbox(
+    conn: &mut PgConnection,
+    event: &OutboxEvent,
+    correlation_id: &str,
+) -> Result<(), RepoError> {
+    sqlx::query(
+        "insert into outbox (id, event_type, aggregate_id, payload_type, payload, \
+             correlation_id, priority) \
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event.event_type)
+    .bind(&event.aggregate_id)
+    .bind(event.payload_type)
+    .bind(&event.payload)
+    .bind(correlation_id)
+    .bind(event.priority)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Owes the order service `update` (once per shipment and target status).
@@ -236,6 +286,86 @@ async fn record_order_update(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[derive(Debug, FromRow)]
+struct FulfilmentRow {
+    id: Uuid,
+    tier: String,
+    status: String,
+    last_event_seq: i32,
+    fulfilled_at: Option<DateTime<Utc>>,
+}
+
+/// The shipment of `order_id`, locked (`for update`) in the caller's transaction until it
+/// commits: a second order.paid of the same order (another event id, another instance) waits
+/// and then finds it fulfilled. `None` when the order has no shipment (yet).
+pub async fn lock_for_fulfilment(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<FulfilmentTarget>, RepoError> {
+    let row: Option<FulfilmentRow> = sqlx::query_as(
+        "select id, tier, status, last_event_seq, fulfilled_at from shipments \
+         where order_id = $1 for update",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(FulfilmentTarget {
+            id: row.id,
+            tier: Tier::parse(&row.tier).ok_or_else(|| corrupt("tier", &row.tier))?,
+            status: stored_status(&row.status)?,
+            last_event_seq: row.last_event_seq,
+            fulfilled_at: row.fulfilled_at,
+        })
+    })
+    .transpose()
+}
+
+/// Records `target` fulfilled now (the clock time, after the packing), in the caller's
+/// transaction, and returns when. With `step` (PENDING -> PACKED) the transition is applied
+/// first, with its tracking event and shipment.status_changed outbox event (with
+/// `correlation_id`). A shipment still LABEL_CREATED becomes due for the courier's pick-up
+/// `courier_step` from now; one that moved on keeps its courier schedule.
+pub async fn record_fulfilment(
+    conn: &mut PgConnection,
+    target: &FulfilmentTarget,
+    step: Option<&Step>,
+    courier_step: Duration,
+    correlation_id: &str,
+) -> Result<DateTime<Utc>, RepoError> {
+    if let Some(step) = step
+        && !apply_step(
+            conn,
+            target.id,
+            target.status,
+            target.last_event_seq,
+            step,
+            courier_step,
+            correlation_id,
+        )
+        .await?
+    {
+        // The row is locked since it was read: it cannot have moved on.
+        return Err(RepoError::Backend(anyhow::anyhow!(
+            "shipment {} changed while it was locked for packing",
+            target.id
+        )));
+    }
+    let fulfilled_at: DateTime<Utc> = sqlx::query_scalar(
+        "update shipments set fulfilled_at = clock_timestamp(), \
+             next_step_at = case when status = 'LABEL_CREATED' \
+                 then clock_timestamp() + make_interval(secs => $2) else next_step_at end, \
+             updated_at = clock_timestamp() \
+         where id = $1 \
+         returning fulfilled_at",
+    )
+    .bind(target.id)
+    .bind(secs(courier_step))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(fulfilled_at)
 }
 
 #[derive(Debug, FromRow)]
@@ -265,18 +395,24 @@ impl ShipmentRepo for PgShipmentRepo {
         Ok(())
     }
 
-    #[tracing::instrument(skip(self, shipment, label), fields(order_id = %shipment.order_id))]
-    async fn create(&self, shipment: &NewShipment, label: &Label) -> Result<Created, RepoError> {
+    #[tracing::instrument(skip(self, shipment, label, correlation_id), fields(order_id = %shipment.order_id))]
+    async fn create(
+        &self,
+        shipment: &NewShipment,
+        label: &Label,
+        correlation_id: &str,
+    ) -> Result<Created, RepoError> {
         let mut tx = self.pool.begin().await?;
         let a = &shipment.address;
         // A concurrent create of the same order waits on the unique index and then inserts
-        // nothing: both callers get the one shipment.
+        // nothing: both callers get the one shipment. No courier step is due (next_step_at is
+        // null) until the packing station has fulfilled it.
         let inserted: Option<Uuid> = sqlx::query_scalar(
             "insert into shipments (id, order_id, user_id, tier, status, last_event_seq, \
                  recipient, line1, line2, city, region, postal_code, country, phone, carrier, \
                  tracking_number, next_step_at, created_at, updated_at) \
              values ($1, $2, $3, $4, 'LABEL_CREATED', 1, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, now() + make_interval(secs => $15), now(), now()) \
+                 $13, $14, null, now(), now()) \
              on conflict (order_id) do nothing \
              returning id",
         )
@@ -294,7 +430,6 @@ impl ShipmentRepo for PgShipmentRepo {
         .bind(&a.phone)
         .bind(&label.carrier)
         .bind(&label.tracking_number)
-        .bind(secs(label.first_step_in))
         .fetch_optional(&mut *tx)
         .await?;
         if inserted.is_none() {
@@ -333,11 +468,12 @@ impl ShipmentRepo for PgShipmentRepo {
         ))
         .execute(&mut *tx)
         .await?;
-        let created = load(&mut tx, "id", label.id).await?;
+        let created = load(&mut tx, "id", label.id)
+            .await?
+            .ok_or_else(|| RepoError::Backend(anyhow::anyhow!("the new shipment vanished")))?;
+        insert_outbox(&mut tx, &OutboxEvent::created(&created), correlation_id).await?;
         tx.commit().await?;
-        created
-            .map(Created::New)
-            .ok_or_else(|| RepoError::Backend(anyhow::anyhow!("the new shipment vanished")))
+        Ok(Created::New(created))
     }
 
     #[tracing::instrument(skip(self))]
@@ -352,7 +488,7 @@ impl ShipmentRepo for PgShipmentRepo {
         load(&mut conn, "order_id", order_id).await
     }
 
-    #[tracing::instrument(skip(self, step), fields(to = %step.status))]
+    #[tracing::instrument(skip(self, step, correlation_id), fields(to = %step.status))]
     async fn advance(
         &self,
         id: Uuid,
@@ -360,9 +496,20 @@ impl ShipmentRepo for PgShipmentRepo {
         from_seq: i32,
         step: &Step,
         courier_step: Duration,
+        correlation_id: &str,
     ) -> Result<Option<Shipment>, RepoError> {
         let mut tx = self.pool.begin().await?;
-        if !apply_step(&mut tx, id, from, from_seq, step, courier_step).await? {
+        if !apply_step(
+            &mut tx,
+            id,
+            from,
+            from_seq,
+            step,
+            courier_step,
+            correlation_id,
+        )
+        .await?
+        {
             tx.rollback().await?;
             return Ok(None);
         }
@@ -432,6 +579,8 @@ impl ShipmentRepo for PgShipmentRepo {
                         row.last_event_seq,
                         &step,
                         courier_step,
+                        // The courier acts on no request.
+                        "",
                     )
                     .await?
                     {

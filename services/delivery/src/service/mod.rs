@@ -53,7 +53,7 @@ impl Default for Signals {
 }
 
 impl Signals {
-    fn transitioned(&self, shipments: impl IntoIterator<Item = Uuid>) {
+    pub(crate) fn transitioned(&self, shipments: impl IntoIterator<Item = Uuid>) {
         for id in shipments {
             // No stream listening is no error.
             let _ = self.events.send(id);
@@ -104,9 +104,16 @@ impl DeliveryService {
     }
 
     /// Creates the order's shipment in LABEL_CREATED with a carrier and a fresh tracking number,
-    /// or returns the one it already has (whatever this request says: the first one wins).
-    #[tracing::instrument(skip(self, draft), fields(order_id = %draft.order_id))]
-    pub async fn create(&self, draft: ShipmentDraft) -> Result<Shipment, Error> {
+    /// recording shipment.created with `correlation_id` (the request id of the call); the
+    /// courier picks it up once the order's order.paid has been packed (see `fulfilment`).
+    /// Returns the one it already has (whatever this request says: the first one wins; nothing is
+    /// recorded again).
+    #[tracing::instrument(skip(self, draft, correlation_id), fields(order_id = %draft.order_id))]
+    pub async fn create(
+        &self,
+        draft: ShipmentDraft,
+        correlation_id: &str,
+    ) -> Result<Shipment, Error> {
         let shipment = draft.validate()?;
         let mut attempt = 1;
         let created = loop {
@@ -115,11 +122,10 @@ impl DeliveryService {
                 carrier: self.config.carrier.clone(),
                 tracking_number: tracking_number(),
                 event_id: Uuid::now_v7(),
-                first_step_in: self.config.courier_step,
             };
             match self
                 .repo
-                .create(&shipment, &label)
+                .create(&shipment, &label, correlation_id)
                 .await
                 .map_err(Error::from)
             {
@@ -155,13 +161,15 @@ impl DeliveryService {
     /// Records the next status. The transition table decides (FAILED_PRECONDITION otherwise);
     /// the write is conditional on the status and event it was decided from, so of two
     /// concurrent transitions from one state only one applies (the other is ABORTED, or
-    /// FAILED_PRECONDITION when the state it finds no longer allows it).
-    #[tracing::instrument(skip(self, draft))]
+    /// FAILED_PRECONDITION when the state it finds no longer allows it). An applied transition
+    /// records shipment.status_changed with `correlation_id` (the request id of the call).
+    #[tracing::instrument(skip(self, draft, correlation_id))]
     pub async fn advance(
         &self,
         advancer: Advancer,
         id: &str,
         draft: StepDraft,
+        correlation_id: &str,
     ) -> Result<Shipment, Error> {
         let id = parse_id("shipment_id", id);
         let step = draft.validate();
@@ -202,6 +210,7 @@ impl DeliveryService {
                 shipment.last_event_seq,
                 &step,
                 self.config.courier_step,
+                correlation_id,
             )
             .await?;
         if let Some(shipment) = applied {
