@@ -37,6 +37,8 @@ x-shopmesh-env: &shopmesh-env
   GRPC_STREAM_TIMEOUT_MS: ${GRPC_STREAM_TIMEOUT_MS:-300000}
   GRPC_SERVER_TIMEOUT_MS: ${GRPC_SERVER_TIMEOUT_MS:-10000}
   SHUTDOWN_GRACE_SECS: ${SHUTDOWN_GRACE_SECS:-10}
+  # Every process publishes or consumes events (the gateway reads dead letters).
+  AMQP_URL: amqp://shopmesh:${RABBITMQ_PASSWORD:-shopmesh}@rabbitmq:5672/%2f
 "#;
 
 const SHOPMESH_ANCHOR: &str = r#"
@@ -155,9 +157,11 @@ pub fn render(mesh: &Mesh) -> String {
         "  # One-shot: each service's identity key pair (kept when present).\n  mesh-keys:\n    <<: *shopmesh\n    restart: \"no\"\n    command: [\"mesh-keys\", \"--dir\", \"/mesh\"]\n    environment:\n      <<: *shopmesh-env\n\n",
     );
     out.push_str("  # One-shot: databases, schemas and indexes; the serving targets wait for it.\n  migrate:\n    <<: *shopmesh\n    restart: \"no\"\n    command: [\"migrate\"]\n    environment:\n      <<: *shopmesh-env\n");
+    // Keys several services share (AMQP_URL) appear once: a YAML mapping holds a key once.
+    let mut migrate_keys = BTreeSet::new();
     for service in services {
         for (key, value) in service.deploy_env() {
-            if !is_secret(key) {
+            if !is_secret(key) && migrate_keys.insert(*key) {
                 let _ = writeln!(out, "      {key}: {value}");
             }
         }

@@ -18,6 +18,8 @@ pub fn services() -> Vec<Arc<dyn Service>> {
         Arc::new(shopmesh_payment::Payment::default()),
         Arc::new(shopmesh_delivery::Delivery::default()),
         Arc::new(shopmesh_order::Order::default()),
+        Arc::new(shopmesh_notification::Notification::default()),
+        Arc::new(shopmesh_analytics::Analytics::default()),
         Arc::new(shopmesh_cart::Cart),
     ]
 }

@@ -27,6 +27,7 @@ pub fn upstreams(mesh: &Mesh, started: &Started) -> Vec<Upstream> {
                 name: service.name(),
                 url: url.to_owned(),
                 health: service.grpc_services(),
+                consumers: service.consumers(),
             })
         })
         .collect()

@@ -28,6 +28,7 @@ use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::Inv
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::Settings;
+use shopmesh_platform::events::Broker;
 use shopmesh_platform::identity::ServiceSigner;
 use shopmesh_platform::jwks::JwksCache;
 use shopmesh_platform::mesh::peer_channel;
@@ -174,7 +175,13 @@ impl Application {
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("the gateway needs the {name} service"))
         };
+        let consumers = upstreams
+            .iter()
+            .flat_map(|upstream| upstream.consumers.iter().copied())
+            .collect();
         let state = AppState {
+            events: Broker::new(settings.events.clone(), "gateway"),
+            consumers: Arc::new(consumers),
             user: UserServiceClient::new(channel("user")?),
             product: ProductServiceClient::new(channel("product")?),
             inventory: InventoryServiceClient::new(channel("product")?),

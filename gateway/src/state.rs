@@ -8,6 +8,7 @@ use shopmesh_contracts::pb::shopmesh::product::v1::inventory_service_client::Inv
 use shopmesh_contracts::pb::shopmesh::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_contracts::user::user_service_client::UserServiceClient;
 use shopmesh_platform::client::MeshChannel;
+use shopmesh_platform::events::Broker;
 use shopmesh_platform::jwks::JwksCache;
 use shopmesh_platform::revocation::RevocationCheck;
 
@@ -20,6 +21,8 @@ pub struct Upstream {
     pub name: &'static str,
     pub url: String,
     pub health: &'static [&'static str],
+    /// The event consumers it runs.
+    pub consumers: &'static [&'static str],
 }
 
 #[derive(Clone)]
@@ -35,6 +38,10 @@ pub struct AppState {
     pub sessions: Arc<RevocationCheck>,
     pub policy: Arc<GatewayPolicy>,
     pub limiters: Arc<Limiters>,
+    /// The message broker, for the consumers' dead-letter queues.
+    pub events: Broker,
+    /// Every event consumer of the mesh.
+    pub consumers: Arc<Vec<&'static str>>,
 }
 
 impl AppState {

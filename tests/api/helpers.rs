@@ -188,9 +188,32 @@ pub fn test_env(options: &Options, run_dir: &Path) -> (Env, String) {
             "DELIVERY_DATABASE_URL",
             format!("{}/delivery_{unique}", postgres_server()),
         ),
+        (
+            "NOTIFICATION_DATABASE_URL",
+            format!("{}/notification_{unique}", postgres_server()),
+        ),
+        (
+            "ANALYTICS_DATABASE_URL",
+            format!("{}/analytics_{unique}", postgres_server()),
+        ),
+        // Events of the test on an exchange and queues of its own, which RabbitMQ deletes
+        // once unused.
+        ("EVENTS_EXCHANGE", format!("test.{unique}.events")),
+        ("EVENTS_QUEUE_PREFIX", format!("test.{unique}.")),
+        ("EVENTS_QUEUE_EXPIRES_MS", "600000".to_owned()),
+        ("EVENTS_RETRY_DELAY_MS", "200".to_owned()),
+        ("EVENTS_RELAY_INTERVAL_MS", "50".to_owned()),
+        // Small pools: the tests run side by side on one PostgreSQL (max_connections 100).
+        ("PRODUCT_DB_MAX_CONNECTIONS", "6".to_owned()),
+        ("PAYMENT_DB_MAX_CONNECTIONS", "6".to_owned()),
+        ("DELIVERY_DB_MAX_CONNECTIONS", "4".to_owned()),
+        ("ORDER_DB_MAX_CONNECTIONS", "6".to_owned()),
+        ("NOTIFICATION_DB_MAX_CONNECTIONS", "4".to_owned()),
+        ("ANALYTICS_DB_MAX_CONNECTIONS", "3".to_owned()),
         ("CART_KEY_PREFIX", format!("test:{unique}:cart:")),
         // A shopper watches the whole delivery in a few seconds.
         ("DELIVERY_COURIER_STEP_MS", "400".to_owned()),
+        ("DELIVERY_PACKING_MS", "0".to_owned()),
         ("ORDER_RECOVERY_INTERVAL_MS", "300".to_owned()),
         ("ORDER_SAGA_LEASE_MS", "2000".to_owned()),
         ("MONGODB_URL", mongodb_url()),
@@ -365,9 +388,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let run_dir = TempDir::new("shopmesh-test");
     let (env, database) = test_env(&options, &run_dir.0);
     let settings = Settings::from_env(&env).expect("test settings");
-    let databases = ["product", "order", "payment", "delivery"]
-        .map(|service| PgDatabase(database.replacen("test_", &format!("{service}_"), 1)))
-        .into();
+    let databases = [
+        "product",
+        "order",
+        "payment",
+        "delivery",
+        "notification",
+        "analytics",
+    ]
+    .map(|service| PgDatabase(database.replacen("test_", &format!("{service}_"), 1)))
+    .into();
     let mesh = test_mesh(&options);
     let mut targets = vec![run::ALL];
     if let Some(services) = &options.services {

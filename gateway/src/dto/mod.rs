@@ -4,8 +4,10 @@
 //! error answer and the conversion of protobuf's empty strings (timestamps convert with
 //! `shopmesh_platform::time`).
 
+pub mod analytics;
 pub mod cart;
 pub mod inventory;
+pub mod notification;
 pub mod order;
 pub mod payment;
 pub mod product;

@@ -1,9 +1,12 @@
 //! Every REST route, documented with utoipa; the OpenAPI document is generated from these.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod cart;
+pub mod dead_letters;
 pub mod inventory;
+pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod products;
@@ -43,6 +46,7 @@ pub const PROBLEM: &str = "application/problem+json";
         (name = "catalog", description = "Products and categories"),
         (name = "cart", description = "The shopping cart and checkout"),
         (name = "orders", description = "The caller's orders, their payments and shipments"),
+        (name = "notifications", description = "The caller's inbox and e-mail preferences"),
         (name = "admin", description = "Administration (admin role required)"),
         (name = "system", description = "Health, readiness and public keys"),
     )
@@ -159,4 +163,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(orders::routes())
         .merge(payments::routes())
         .merge(shipments::routes())
+        .merge(notifications::routes())
+        .merge(dead_letters::routes())
+        .merge(analytics::routes())
 }
