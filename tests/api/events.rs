@@ -421,7 +421,7 @@ async fn a_broker_outage_mid_burst_loses_nothing_and_doubles_nothing() {
     })
     .await;
     assert_eq!(ids.len(), 500);
-    assert_exact(&app, &smtp, &admin, &ids, Duration::from_secs(300)).await;
+    assert_exact(&app, &smtp, &admin, &ids, Duration::from_secs(600)).await;
 }
 
 async fn publish(settings: &EventSettings, envelope: &events::EventEnvelope) {

@@ -208,8 +208,9 @@ pub fn test_env(options: &Options, run_dir: &Path) -> (Env, String) {
         ("PAYMENT_DB_MAX_CONNECTIONS", "6".to_owned()),
         ("DELIVERY_DB_MAX_CONNECTIONS", "4".to_owned()),
         ("ORDER_DB_MAX_CONNECTIONS", "6".to_owned()),
-        ("NOTIFICATION_DB_MAX_CONNECTIONS", "4".to_owned()),
-        ("ANALYTICS_DB_MAX_CONNECTIONS", "3".to_owned()),
+        ("NOTIFICATION_DB_MAX_CONNECTIONS", "6".to_owned()),
+        ("ANALYTICS_DB_MAX_CONNECTIONS", "6".to_owned()),
+        ("EVENTS_CONSUMER_LANES", "4".to_owned()),
         ("CART_KEY_PREFIX", format!("test:{unique}:cart:")),
         // A shopper watches the whole delivery in a few seconds.
         ("DELIVERY_COURIER_STEP_MS", "400".to_owned()),

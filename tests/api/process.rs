@@ -29,12 +29,22 @@ fn base_env() -> (HashMap<String, String>, String, Vec<PgDatabase>) {
         ("REDIS_KEY_PREFIX", format!("test:{unique}:")),
         ("CART_KEY_PREFIX", format!("test:{unique}:cart:")),
         ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
+        ("EVENTS_EXCHANGE", format!("test.{unique}.events")),
+        ("EVENTS_QUEUE_PREFIX", format!("test.{unique}.")),
+        ("EVENTS_QUEUE_EXPIRES_MS", "600000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let mut guards = Vec::new();
-    for service in ["product", "order", "payment", "delivery"] {
+    for service in [
+        "product",
+        "order",
+        "payment",
+        "delivery",
+        "notification",
+        "analytics",
+    ] {
         let name = format!("{service}_{unique}");
         env.insert(
             format!("{}_DATABASE_URL", service.to_ascii_uppercase()),
@@ -154,6 +164,11 @@ async fn production_refuses_to_start_without_a_signing_key() {
     let (mut env, _, _db) = base_env();
     env.insert("SHOPMESH_PROFILE".to_owned(), "production".into());
     env.insert("USER_GRPC_ADDR".to_owned(), "127.0.0.1:0".into());
+    // Production names every store explicitly, the broker included.
+    env.insert(
+        "AMQP_URL".to_owned(),
+        "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+    );
     let keys = dir.0.join("mesh");
     env.insert("MESH_KEYS_DIR".to_owned(), keys.display().to_string());
     // Production generates no keys: without the service identity keys it refuses to start.
@@ -293,10 +308,17 @@ async fn split_targets_work_as_separate_processes() {
     let _user = spawn("user", user_metrics);
     let _product = spawn("product", product_metrics);
     // The services the test does not look at still run: /readyz waits for every one.
-    let _others: Vec<_> = ["cart", "order", "payment", "delivery"]
-        .into_iter()
-        .map(|target| spawn(target, free_port()))
-        .collect();
+    let _others: Vec<_> = [
+        "cart",
+        "order",
+        "payment",
+        "delivery",
+        "notification",
+        "analytics",
+    ]
+    .into_iter()
+    .map(|target| spawn(target, free_port()))
+    .collect();
     let edge = format!("http://127.0.0.1:{gateway_port}");
     wait_http(&format!("{edge}/readyz")).await;
 

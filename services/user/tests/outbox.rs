@@ -53,7 +53,16 @@ async fn spawn_app() -> TestApp {
         .set("MONGODB_URL", mongodb_url())
         .set("MONGODB_DATABASE", database.as_str())
         .set("REDIS_URL", REDIS)
-        .set("REDIS_KEY_PREFIX", prefix.as_str());
+        .set("REDIS_KEY_PREFIX", prefix.as_str())
+        // No broker: the service's relay cannot publish, so the events these tests look at stay
+        // in the documents (which is also what happens while RabbitMQ is down).
+        .set(
+            "AMQP_URL",
+            format!(
+                "amqp://guest:guest@127.0.0.1:{}/%2f",
+                shopmesh_testkit::closed_port()
+            ),
+        );
     let services = Mesh::new(vec![Arc::new(User) as Arc<dyn Service>]);
     let mesh = TestMesh::start(&env, &services, &["user"], &[]).await;
     let channel = mesh.channel("user").await;
