@@ -58,9 +58,12 @@ impl Broker {
     pub async fn channel(&self) -> Result<Channel, BrokerError> {
         let mut connection = self.inner.connection.lock().await;
         if let Some(live) = connection.as_ref().filter(|c| c.status().connected()) {
-            match live.create_channel().await {
-                Ok(channel) => return Ok(channel),
-                Err(err) => tracing::warn!(error = %err, "AMQP channel failed; reconnecting"),
+            // A connection whose peer vanished may still look connected until its heartbeat
+            // fails; a channel that does not open in time means a new connection.
+            match tokio::time::timeout(CONNECT_TIMEOUT, live.create_channel()).await {
+                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Err(err)) => tracing::warn!(error = %err, "AMQP channel failed; reconnecting"),
+                Err(_) => tracing::warn!("AMQP channel did not open in time; reconnecting"),
             }
         }
         let properties =
@@ -71,7 +74,9 @@ impl Broker {
         )
         .await
         .map_err(|_| BrokerError::Timeout(CONNECT_TIMEOUT))??;
-        let channel = fresh.create_channel().await?;
+        let channel = tokio::time::timeout(CONNECT_TIMEOUT, fresh.create_channel())
+            .await
+            .map_err(|_| BrokerError::Timeout(CONNECT_TIMEOUT))??;
         *connection = Some(fresh);
         Ok(channel)
     }

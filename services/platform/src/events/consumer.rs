@@ -38,6 +38,8 @@ pub const DEAD_AT_HEADER: &str = "x-shopmesh-dead-at";
 /// Longest error text kept on a dead letter.
 const MAX_ERROR_LEN: usize = 1_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest the consumer waits for the broker while it sets up its channel and queues.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a message waits before it is handed back when the database is unreachable.
 const STORE_DOWN_PAUSE: Duration = Duration::from_secs(1);
 
@@ -327,29 +329,36 @@ async fn consume(
     stop: &Shutdown,
 ) -> Result<(), BrokerError> {
     let settings = broker.settings();
-    let channel = broker.channel().await?;
     let prefetch = subscription.prefetch.unwrap_or(settings.prefetch);
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    declare(broker, &channel, subscription).await?;
-    let worker = Arc::new(Worker {
-        consumer: subscription.consumer,
-        queue: settings.queue(subscription.consumer),
-        dead_letter_queue: settings.dead_letter_queue(subscription.consumer),
-        max_attempts: settings.max_attempts,
-        handler: handler.clone(),
-        pool: pool.clone(),
-        publisher: broker.publisher().await?,
-    });
-    let mut deliveries = channel
-        .basic_consume(
-            worker.queue.clone().into(),
-            format!("{}-{}", subscription.consumer, Uuid::new_v4().simple()).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // Setting up talks to the broker several times; a broker that stopped answering mid-way
+    // must not hold the consumer forever.
+    let (channel, worker, mut deliveries) = tokio::time::timeout(SETUP_TIMEOUT, async {
+        let channel = broker.channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        declare(broker, &channel, subscription).await?;
+        let worker = Arc::new(Worker {
+            consumer: subscription.consumer,
+            queue: settings.queue(subscription.consumer),
+            dead_letter_queue: settings.dead_letter_queue(subscription.consumer),
+            max_attempts: settings.max_attempts,
+            handler: handler.clone(),
+            pool: pool.clone(),
+            publisher: broker.publisher().await?,
+        });
+        let deliveries = channel
+            .basic_consume(
+                worker.queue.clone().into(),
+                format!("{}-{}", subscription.consumer, Uuid::new_v4().simple()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, BrokerError>((channel, worker, deliveries))
+    })
+    .await
+    .map_err(|_| BrokerError::Timeout(SETUP_TIMEOUT))??;
     tracing::info!(consumer = subscription.consumer, queue = %worker.queue, "consuming events");
     let lanes = subscription.lanes.unwrap_or(settings.lanes).max(1);
     let mut senders = Vec::with_capacity(lanes);

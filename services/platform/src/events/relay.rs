@@ -24,6 +24,8 @@ use crate::shutdown::Shutdown;
 /// that replicas of a service never publish one aggregate's events out of order.
 const RELAY_LOCK: i64 = 0x7368_6f70_6d65_7368; // "shopmesh"
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest one round (read, publish with confirms, mark) may take.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One committed event waiting in an outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,7 +217,19 @@ pub async fn run(outbox: Arc<dyn Outbox>, broker: Broker, producer: &'static str
         if stop.is_triggered() {
             break;
         }
-        let round = relay_round(&*outbox, &broker, producer, &mut channel).await;
+        // A broker that stops answering mid-publish must not hold the relay: the round is
+        // abandoned (nothing was marked) and retried on a new connection.
+        let round = match tokio::time::timeout(
+            ROUND_TIMEOUT,
+            relay_round(&*outbox, &broker, producer, &mut channel),
+        )
+        .await
+        {
+            Ok(round) => round,
+            Err(_) => Err(anyhow::anyhow!(
+                "the broker did not confirm within {ROUND_TIMEOUT:?}"
+            )),
+        };
         let pause = match round {
             Ok(published) if published >= settings.relay_batch as usize => Duration::ZERO,
             Ok(published) => {
