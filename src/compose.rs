@@ -156,7 +156,7 @@ pub fn render(mesh: &Mesh) -> String {
     out.push_str(
         "  # One-shot: each service's identity key pair (kept when present).\n  mesh-keys:\n    <<: *shopmesh\n    restart: \"no\"\n    command: [\"mesh-keys\", \"--dir\", \"/mesh\"]\n    environment:\n      <<: *shopmesh-env\n\n",
     );
-    out.push_str("  # One-shot: databases, schemas and indexes; the serving targets wait for it.\n  migrate:\n    <<: *shopmesh\n    restart: \"no\"\n    command: [\"migrate\"]\n    environment:\n      <<: *shopmesh-env\n");
+    out.push_str("  # One-shot: databases, schemas, indexes and event queues; the serving targets wait for it.\n  migrate:\n    <<: *shopmesh\n    restart: \"no\"\n    command: [\"migrate\"]\n    environment:\n      <<: *shopmesh-env\n");
     // Keys several services share (AMQP_URL) appear once: a YAML mapping holds a key once.
     let mut migrate_keys = BTreeSet::new();
     for service in services {

@@ -27,7 +27,8 @@ enum Command {
         )]
         target: Vec<String>,
     },
-    /// Create databases, indexes and schema of every store (idempotent).
+    /// Create databases, indexes and schema of every store, and every consumer's event queues
+    /// (idempotent).
     Migrate,
     /// Administration tasks.
     Admin {

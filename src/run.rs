@@ -27,7 +27,11 @@ pub fn upstreams(mesh: &Mesh, started: &Started) -> Vec<Upstream> {
                 name: service.name(),
                 url: url.to_owned(),
                 health: service.grpc_services(),
-                consumers: service.consumers(),
+                consumers: service
+                    .subscriptions()
+                    .iter()
+                    .map(|subscription| subscription.consumer)
+                    .collect(),
             })
         })
         .collect()

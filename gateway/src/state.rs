@@ -22,7 +22,7 @@ pub struct Upstream {
     pub url: String,
     pub health: &'static [&'static str],
     /// The event consumers it runs.
-    pub consumers: &'static [&'static str],
+    pub consumers: Vec<&'static str>,
 }
 
 #[derive(Clone)]

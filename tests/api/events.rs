@@ -12,6 +12,7 @@ use serde_json::Value;
 use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::events::v1 as events;
 use shopmesh_platform::events::{Broker, EventSettings, OutgoingEvent, new_envelope, relay};
+use shopmesh_platform::mesh::url_key;
 use shopmesh_testkit::TcpProxy;
 use tokio::process::{Child, Command};
 
@@ -431,6 +432,97 @@ async fn a_broker_outage_mid_burst_loses_nothing_and_doubles_nothing() {
     .await;
     assert_eq!(ids.len(), 500);
     assert_exact(&app, &smtp, &admin, &ids, Duration::from_secs(600)).await;
+}
+
+/// The consumers as a process of their own, on the addresses the gateway was given.
+fn consumers_process(app: &TestApp, dir: &TempDir) -> Child {
+    let mut vars = app.vars.clone();
+    // Where the test's process serves the other services.
+    for (service, url) in &app.grpc {
+        vars.insert(url_key(service), url.clone());
+    }
+    vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+    crate::process::shopmesh(&vars, dir)
+        .args(["serve", "--target", "notification,analytics"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the consumers start")
+}
+
+#[tokio::test]
+async fn consumers_killed_mid_burst_and_restarted_lose_nothing_and_double_nothing() {
+    let smtp = Smtp::start().await;
+    let mut env = smtp_env(&smtp);
+    // Notification and analytics run in a child process on these ports; the rest in the test.
+    for (addr, url) in [
+        ("NOTIFICATION_GRPC_ADDR", "NOTIFICATION_GRPC_URL"),
+        ("ANALYTICS_GRPC_ADDR", "ANALYTICS_GRPC_URL"),
+    ] {
+        let port = free_port();
+        env.push((addr, format!("127.0.0.1:{port}")));
+        env.push((url, format!("http://127.0.0.1:{port}")));
+    }
+    let app = Arc::new(
+        spawn_app_with(Options {
+            env,
+            services: Some(vec![
+                "user", "product", "cart", "order", "payment", "delivery",
+            ]),
+            ..Options::default()
+        })
+        .await,
+    );
+    let dir = TempDir::new("shopmesh-consumers");
+    // `migrate` declares every consumer's queue: what is published before the consumers first
+    // start waits for them.
+    let migrated = crate::process::shopmesh(&app.vars, &dir)
+        .arg("migrate")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .await
+        .unwrap();
+    assert!(migrated.success());
+    let admin = app.admin("shop-admin@example.com").await;
+    stock_burst(&app, &admin).await;
+    let mut shoppers = Vec::new();
+    for i in 0..5 {
+        shoppers.push(app.customer(&format!("shopper{i}@example.com")).await);
+    }
+    let consumers = Arc::new(tokio::sync::Mutex::new(consumers_process(&app, &dir)));
+    crate::helpers::wait_ready(&app.http, &format!("{}/readyz", app.edge)).await;
+
+    // Half-way through, the consumers' process is killed (SIGKILL: no drain, unacknowledged
+    // deliveries and unsent e-mails in flight) and started again 2 s later.
+    let restart = consumers.clone();
+    let again = app.clone();
+    let dir = Arc::new(dir);
+    let restart_dir = dir.clone();
+    let restarted = Arc::new(tokio::sync::Notify::new());
+    let done = restarted.clone();
+    let ids = burst(&app, &shoppers, 300, "restart", move || {
+        tokio::spawn(async move {
+            let mut child = restart.lock().await;
+            child.kill().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            *child = consumers_process(&again, &restart_dir);
+            done.notify_one();
+        });
+    })
+    .await;
+    assert_eq!(ids.len(), 300);
+    tokio::time::timeout(Duration::from_secs(30), restarted.notified())
+        .await
+        .expect("the consumers were killed and started again");
+    assert_exact(&app, &smtp, &admin, &ids, Duration::from_secs(600)).await;
+    let recipients = count(&app, "notification", "select count(*) from recipients").await;
+    assert_eq!(
+        recipients, 6,
+        "the admin and every shopper, registered before the consumers first started, are known"
+    );
+    consumers.lock().await.kill().await.unwrap();
 }
 
 async fn publish(settings: &EventSettings, envelope: &events::EventEnvelope) {

@@ -62,6 +62,8 @@ pub struct TestApp {
     /// The product service's gRPC endpoint.
     pub product_grpc: String,
     pub env: Env,
+    /// The same environment as plain variables, for a `shopmesh` child process of the test.
+    pub vars: HashMap<String, String>,
     pub settings: Settings,
     pub http: reqwest::Client,
     pub mongo: mongodb::Database,
@@ -163,7 +165,7 @@ pub fn free_port() -> u16 {
 
 /// The environment of one test: unique databases and key prefix, its own run directory (so its
 /// own generated keys), every listener on an ephemeral port.
-pub fn test_env(options: &Options, run_dir: &Path) -> (Env, String) {
+pub fn test_env(options: &Options, run_dir: &Path) -> (Env, HashMap<String, String>, String) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let database = format!("test_{unique}");
     let mut env: HashMap<String, String> = [
@@ -252,7 +254,7 @@ pub fn test_env(options: &Options, run_dir: &Path) -> (Env, String) {
     for (key, value) in &options.env {
         env.insert((*key).to_owned(), value.clone());
     }
-    (Env::from_map(env).expect("test env"), database)
+    (Env::from_map(env.clone()).expect("test env"), env, database)
 }
 
 pub fn nginx_binary() -> String {
@@ -387,7 +389,7 @@ fn test_mesh(options: &Options) -> Mesh {
 /// ephemeral ports, exactly as `shopmesh serve` wires them.
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let run_dir = TempDir::new("shopmesh-test");
-    let (env, database) = test_env(&options, &run_dir.0);
+    let (env, vars, database) = test_env(&options, &run_dir.0);
     let settings = Settings::from_env(&env).expect("test settings");
     let databases = [
         "product",
@@ -449,6 +451,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     TestApp {
         edge,
         gateway: gateway_url,
+        vars,
         user_grpc,
         product_grpc,
         env,

@@ -60,7 +60,7 @@ fn base_env() -> (HashMap<String, String>, String, Vec<PgDatabase>) {
     (env, database, guards)
 }
 
-fn shopmesh(env: &HashMap<String, String>, dir: &TempDir) -> Command {
+pub fn shopmesh(env: &HashMap<String, String>, dir: &TempDir) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shopmesh"));
     // A directory without a .env file, so only the given environment counts.
     command

@@ -100,8 +100,8 @@ impl Service for Analytics {
         ]
     }
 
-    fn consumers(&self) -> &'static [&'static str] {
-        &[CONSUMER]
+    fn subscriptions(&self) -> Vec<shopmesh_platform::events::Subscription> {
+        vec![consumer::subscription()]
     }
 
     fn read_settings(&self, env: &Env) -> anyhow::Result<()> {

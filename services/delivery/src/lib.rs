@@ -120,8 +120,8 @@ impl Service for Delivery {
         ]
     }
 
-    fn consumers(&self) -> &'static [&'static str] {
-        &[fulfilment::CONSUMER]
+    fn subscriptions(&self) -> Vec<shopmesh_platform::events::Subscription> {
+        vec![fulfilment::subscription()]
     }
 
     fn read_settings(&self, env: &Env) -> anyhow::Result<()> {

@@ -120,8 +120,8 @@ impl Service for Notification {
         ]
     }
 
-    fn consumers(&self) -> &'static [&'static str] {
-        &[handler::CONSUMER]
+    fn subscriptions(&self) -> Vec<shopmesh_platform::events::Subscription> {
+        vec![handler::subscription()]
     }
 
     fn read_settings(&self, env: &Env) -> anyhow::Result<()> {

@@ -68,8 +68,8 @@ impl Service for Order {
         &[SERVICE_NAME]
     }
 
-    fn consumers(&self) -> &'static [&'static str] {
-        &[shipments::CONSUMER]
+    fn subscriptions(&self) -> Vec<shopmesh_platform::events::Subscription> {
+        vec![shipments::subscription()]
     }
 
     fn stores(&self) -> &'static [Store] {

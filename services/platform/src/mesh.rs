@@ -115,9 +115,11 @@ pub trait Service: Send + Sync + 'static {
     fn deploy_env(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
-    /// The event consumers it runs (their queues, dead letters and admin re-drive follow).
-    fn consumers(&self) -> &'static [&'static str] {
-        &[]
+    /// The event consumers it runs: `migrate` declares their queues (so no event published
+    /// before a consumer's first start is dropped as unroutable); dead letters and the admin
+    /// re-drive follow from their names.
+    fn subscriptions(&self) -> Vec<crate::events::Subscription> {
+        Vec::new()
     }
     /// Reads every setting it takes from `env` (defaults where unset), so that a check can list
     /// the keys the binary reads and compare them with `.env.example`.
@@ -338,13 +340,24 @@ impl Mesh {
         names
     }
 
-    /// Migrates every service's stores, in order.
+    /// Migrates every service's stores, in order, then declares every consumer's queues on the
+    /// broker.
     pub async fn migrate(&self, env: &Env, settings: &Settings) -> anyhow::Result<()> {
         for service in &self.services {
             service
                 .migrate(env.clone(), settings.clone())
                 .await
                 .map_err(|err| err.context(format!("migrating the {} service", service.name())))?;
+        }
+        let subscriptions: Vec<_> = self
+            .services
+            .iter()
+            .flat_map(|service| service.subscriptions())
+            .collect();
+        if !subscriptions.is_empty() {
+            crate::events::declare_queues(&settings.events, &subscriptions)
+                .await
+                .map_err(|err| err.context("declaring the event queues"))?;
         }
         Ok(())
     }

@@ -148,6 +148,31 @@ pub async fn consumer_task(
     })
 }
 
+/// Declares the exchange and every queue of `subscriptions` (idempotent), within 15 s: what
+/// `shopmesh migrate` does, so that events published before a consumer first starts wait in its
+/// queue instead of being dropped as unroutable.
+pub async fn declare_queues(
+    settings: &EventSettings,
+    subscriptions: &[Subscription],
+) -> anyhow::Result<()> {
+    let broker = Broker::new(settings.clone(), "migrate");
+    let declared = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        let channel = broker.channel().await?;
+        for subscription in subscriptions {
+            consumer::declare(&broker, &channel, subscription).await?;
+        }
+        let _ = channel.close(200, "declared".into()).await;
+        Ok::<(), BrokerError>(())
+    })
+    .await;
+    broker.close().await;
+    match declared {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(anyhow::anyhow!("the broker refused: {err}")),
+        Err(_) => Err(anyhow::anyhow!("the broker did not answer within 15 s")),
+    }
+}
+
 /// The envelope of an event as it leaves its producer.
 pub fn envelope(producer: &str, event: &OutgoingEvent) -> EventEnvelope {
     EventEnvelope {
