@@ -57,6 +57,13 @@ enum Command {
         #[arg(long, env = "MESH_KEYS_DIR")]
         dir: std::path::PathBuf,
     },
+    /// Put load on the REST edge: browse, cart, checkout or a weighted mix, open loop at a
+    /// fixed rate (latency from each scheduled start) or closed loop at a fixed concurrency;
+    /// prints a latency table per endpoint, writes a JSON report and an SVG chart.
+    Loadgen {
+        #[command(flatten)]
+        args: shopmesh_loadgen::LoadgenArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +116,14 @@ fn main() -> anyhow::Result<()> {
             println!("identity keys in {}: created {created:?}", dir.display());
             return Ok(());
         }
+        // A client of the edge: it needs none of the services' settings.
+        Command::Loadgen { args } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(shopmesh_loadgen::main(args))?;
+            return Ok(());
+        }
         _ => {}
     }
     let env = Env::from_process()?;
@@ -151,7 +166,8 @@ fn main() -> anyhow::Result<()> {
             | Command::Compose
             | Command::Services
             | Command::ServiceToken { .. }
-            | Command::MeshKeys { .. } => Ok(()),
+            | Command::MeshKeys { .. }
+            | Command::Loadgen { .. } => Ok(()),
         }
     })
 }

@@ -12,6 +12,7 @@ mod checkout;
 mod edge;
 mod events;
 mod grpc;
+mod loadgen;
 mod mesh;
 mod notifications;
 mod process;

@@ -14,6 +14,7 @@ mod db;
 mod env;
 mod mesh;
 mod proxy;
+mod rabbit;
 mod request;
 mod tokens;
 
@@ -21,6 +22,7 @@ pub use db::{PG_SERVER, PgDatabase};
 pub use env::TestEnv;
 pub use mesh::{NotStarted, TestMesh, closed_port, connect};
 pub use proxy::TcpProxy;
+pub use rabbit::RabbitNode;
 pub use request::{as_service, bad_fields, service_request, usd, with_bearer};
 pub use tokens::{TestUser, TestUsers};
 
