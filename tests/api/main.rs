@@ -8,6 +8,7 @@ mod helpers;
 mod account_flow;
 mod admin;
 mod catalog;
+mod catalog_cache;
 mod checkout;
 mod edge;
 mod events;
