@@ -31,7 +31,7 @@ use shopmesh_platform::shutdown::Shutdown;
 use sqlx::PgPool;
 
 pub use crate::config::ProductConfig;
-use crate::repo::{PgCatalogRepo, PgInventoryRepo};
+use crate::repo::{Coalescing, PgCatalogRepo, PgInventoryRepo};
 pub use crate::seed::SeedReport;
 use crate::service::{CatalogService, InventoryService};
 
@@ -59,8 +59,10 @@ pub fn services(
     config: &ProductConfig,
 ) -> (Arc<CatalogService>, Arc<InventoryService>) {
     let catalog = CatalogService::new(Arc::new(PgCatalogRepo::new(pool.clone())), config.clone());
-    let inventory =
-        InventoryService::new(Arc::new(PgInventoryRepo::new(pool.clone())), config.clone());
+    let inventory = InventoryService::new(
+        Arc::new(Coalescing::new(PgInventoryRepo::new(pool.clone()))),
+        config.clone(),
+    );
     (Arc::new(catalog), Arc::new(inventory))
 }
 

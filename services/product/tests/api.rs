@@ -1674,3 +1674,115 @@ async fn strings_that_would_break_the_store_are_refused() {
     assert_eq!(bad_fields(&status), ["idempotency_key"]);
     app.teardown().await;
 }
+
+/// Reservations that arrive together are applied in batches: orders that each want the hot SKU
+/// and, some of them, a scarce second one; every order sent twice at once. All lines or none
+/// per order, each order reserved once, and the stock rows, movements and reservation lines
+/// agree to the unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_batch_all_or_nothing_and_once_per_order() {
+    let app = spawn_app().await;
+    app.create(input("BATCH-HOT", "Hot", 1000), 60).await;
+    app.create(input("BATCH-RARE", "Rare", 1000), 5).await;
+
+    let orders: Vec<(Uuid, bool)> = (0..120).map(|i| (Uuid::now_v7(), i % 3 == 0)).collect();
+    let mut tasks = Vec::new();
+    for (order, wants_rare) in &orders {
+        let mut lines = vec![pb::ReservationLine {
+            sku: "BATCH-HOT".into(),
+            quantity: 1,
+        }];
+        if *wants_rare {
+            lines.push(pb::ReservationLine {
+                sku: "BATCH-RARE".into(),
+                quantity: 1,
+            });
+        }
+        // The same order twice, concurrently (a retried call).
+        for _ in 0..2 {
+            let mut inventory = app.inventory();
+            let request = app.order(pb::ReserveRequest {
+                order_id: order.to_string(),
+                lines: lines.clone(),
+                ttl: None,
+            });
+            let order = *order;
+            tasks.push(tokio::spawn(async move {
+                (order, inventory.reserve(request).await)
+            }));
+        }
+    }
+    let mut won: std::collections::BTreeMap<Uuid, Vec<pb::Reservation>> = Default::default();
+    let mut refused: std::collections::BTreeMap<Uuid, usize> = Default::default();
+    for task in tasks {
+        let (order, result) = task.await.expect("task");
+        match result {
+            Ok(reply) => won
+                .entry(order)
+                .or_default()
+                .push(reply.into_inner().reservation.expect("reservation")),
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                *refused.entry(order).or_default() += 1;
+            }
+        }
+    }
+    // Both calls of a reserved order answer the same reservation; a refused order was refused
+    // both times or reserved by one call and answered by the other.
+    for (order, replies) in &won {
+        assert!(replies.iter().all(|r| r.order_id == order.to_string()));
+        assert!(
+            replies.len() == 2 || refused.get(order) == Some(&1),
+            "{order}: {replies:?}"
+        );
+    }
+    let reserved_orders: Vec<&(Uuid, bool)> =
+        orders.iter().filter(|(o, _)| won.contains_key(o)).collect();
+    let hot = reserved_orders.len() as i32;
+    let rare = reserved_orders.iter().filter(|(_, r)| *r).count() as i32;
+    assert_eq!(hot, 60, "the hot SKU sells out exactly");
+    assert!(rare <= 5);
+
+    let stock = app.stock("BATCH-HOT").await;
+    assert_eq!(
+        (stock.on_hand, stock.reserved, stock.available),
+        (60, 60, 0)
+    );
+    let stock = app.stock("BATCH-RARE").await;
+    assert_eq!(stock.reserved, rare);
+    let lines: i64 = sqlx::query_scalar("select count(*) from reservation_lines")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        lines,
+        i64::from(hot + rare),
+        "every line of every reserved order, once"
+    );
+    let reservations: i64 = sqlx::query_scalar("select count(*) from reservations")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(reservations, i64::from(hot));
+    // The audit trail's running totals end where the rows are.
+    for sku in ["BATCH-HOT", "BATCH-RARE"] {
+        let movements = app.movements(sku).await;
+        let stock = app.stock(sku).await;
+        let (mut on_hand, mut reserved) = (0, 0);
+        for movement in &movements {
+            on_hand += movement.delta;
+            reserved += movement.reserved_delta;
+            assert_eq!(
+                (movement.on_hand_after, movement.reserved_after),
+                (on_hand, reserved),
+                "{sku}"
+            );
+        }
+        assert_eq!(
+            (on_hand, reserved),
+            (stock.on_hand, stock.reserved),
+            "{sku}"
+        );
+    }
+    app.teardown().await;
+}

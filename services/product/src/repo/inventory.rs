@@ -3,6 +3,7 @@
 //! Lock order, everywhere: the reservation row first, then stock rows in SKU order. Reserve,
 //! Commit, Release and the sweeper all follow it, so they cannot deadlock one another.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use crate::domain::{
     StockLevel, StockMovement,
 };
 use crate::events::OutboxEvent;
+use crate::repo::coalesce::{Decision, ReserveRequest, decide};
 use crate::repo::sql::{
     LEVEL_COLUMNS, LevelRow, MOVEMENT_COLUMNS, MovementRow, NewMovement, ReservationRow, Tx,
     insert_movement, insert_movements, insert_outbox, reservation_lines, settle_low_stock,
@@ -47,6 +49,231 @@ impl PgInventoryRepo {
         let first = first.movement()?;
         let level = self.stock(&first.sku).await?;
         Ok(level.map(|level| AdjustOutcome::Repeated(level, first)))
+    }
+}
+
+impl PgInventoryRepo {
+    /// Reserves a batch of orders in one transaction (see [`crate::repo::coalesce`]): one outcome
+    /// per request, in order. An order id twice in the batch, or already reserved, is answered
+    /// with its stored reservation after the batch commits.
+    pub(super) async fn reserve_batch(
+        &self,
+        batch: &[ReserveRequest],
+    ) -> Result<Vec<ReserveOutcome>, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        // Reservation rows first (the lock order). The first request of an order id inserts.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<usize> = (0..batch.len())
+            .filter(|&i| seen.insert(batch[i].order_id))
+            .collect();
+        let ids: Vec<Uuid> = firsts.iter().map(|&i| batch[i].order_id).collect();
+        let ttls: Vec<i64> = firsts
+            .iter()
+            .map(|&i| i64::try_from(batch[i].ttl.as_millis()).unwrap_or(i64::MAX))
+            .collect();
+        let sql = format!(
+            "insert into reservations (order_id, status, expires_at) \
+             select r.order_id, 'active', now() + r.ttl * interval '1 millisecond' \
+             from unnest($1::uuid[], $2::bigint[]) as r(order_id, ttl) \
+             on conflict (order_id) do nothing returning {RESERVATION_COLUMNS}"
+        );
+        let inserted: Vec<ReservationRow> = sqlx::query_as(&sql)
+            .bind(&ids)
+            .bind(&ttls)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut new: HashMap<Uuid, ReservationRow> = inserted
+            .into_iter()
+            .map(|row| (row.order_id, row))
+            .collect();
+        let fresh: Vec<usize> = firsts
+            .into_iter()
+            .filter(|&i| new.contains_key(&batch[i].order_id))
+            .collect();
+
+        // Then every stock row the new orders touch, locked once, in byte-wise SKU order.
+        let mut skus: Vec<&str> = fresh
+            .iter()
+            .flat_map(|&i| batch[i].lines.iter().map(|l| l.sku.as_str()))
+            .collect();
+        skus.sort_unstable();
+        skus.dedup();
+        let sql = format!(
+            "select {LEVEL_COLUMNS} from stock where sku = any($1::text[]) \
+             order by sku collate \"C\" for update"
+        );
+        let locked: Vec<LevelRow> = sqlx::query_as(&sql).bind(&skus).fetch_all(&mut *tx).await?;
+        let mut available: BTreeMap<String, i32> = locked
+            .iter()
+            .map(|row| (row.sku.clone(), row.on_hand - row.reserved))
+            .collect();
+        let orders: Vec<&[ReservationLine]> =
+            fresh.iter().map(|&i| batch[i].lines.as_slice()).collect();
+        let decisions = decide(&orders, &mut available);
+
+        // The orders that got their stock: one movement and one line per order line, with the
+        // level each left behind.
+        let mut level: HashMap<&str, (i32, i32)> = locked
+            .iter()
+            .map(|row| (row.sku.as_str(), (row.on_hand, row.reserved)))
+            .collect();
+        let mut last_actor: HashMap<&str, &Actor> = HashMap::new();
+        let mut movement = MovementColumns::default();
+        let mut failed = Vec::new();
+        for (&i, decision) in fresh.iter().zip(&decisions) {
+            let request = &batch[i];
+            if *decision != Decision::Reserve {
+                failed.push(request.order_id);
+                continue;
+            }
+            for line in &request.lines {
+                let sku = line.sku.as_str();
+                let Some((on_hand, reserved)) = level.get_mut(sku) else {
+                    continue;
+                };
+                *reserved += line.quantity;
+                movement.push(request, line, *on_hand, *reserved);
+                last_actor.insert(sku, &request.actor);
+            }
+        }
+        if !failed.is_empty() {
+            sqlx::query("delete from reservations where order_id = any($1::uuid[])")
+                .bind(&failed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !movement.ids.is_empty() {
+            let (deltas_sku, deltas): (Vec<&str>, Vec<i32>) = level
+                .iter()
+                .filter_map(|(sku, (_, reserved))| {
+                    let before = locked.iter().find(|row| row.sku == *sku)?.reserved;
+                    (*reserved != before).then_some((*sku, *reserved - before))
+                })
+                .unzip();
+            let sql = format!(
+                "update stock set reserved = stock.reserved + d.delta, updated_at = now() \
+                 from unnest($1::text[], $2::int[]) as d(sku, delta) \
+                 where stock.sku = d.sku returning {}",
+                LEVEL_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("stock.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let changed: Vec<LevelRow> = sqlx::query_as(&sql)
+                .bind(&deltas_sku)
+                .bind(&deltas)
+                .fetch_all(&mut *tx)
+                .await?;
+            movement.insert(&mut tx).await?;
+            for row in &changed {
+                let actor = last_actor
+                    .get(row.sku.as_str())
+                    .copied()
+                    .cloned()
+                    .unwrap_or_default();
+                settle_low_stock(&mut tx, row, &actor).await?;
+            }
+        }
+        tx.commit().await?;
+
+        let mut decided: HashMap<Uuid, &Decision> = HashMap::new();
+        for (&i, decision) in fresh.iter().zip(&decisions) {
+            decided.insert(batch[i].order_id, decision);
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut answered = std::collections::HashSet::new();
+        for request in batch {
+            let first = answered.insert(request.order_id);
+            let outcome = match decided.get(&request.order_id) {
+                Some(Decision::Reserve) if first => {
+                    let row = new.remove(&request.order_id).ok_or_else(|| {
+                        RepoError::Backend(anyhow::anyhow!("a reserved order lost its row"))
+                    })?;
+                    ReserveOutcome::Reserved(row.with_lines(request.lines.clone())?)
+                }
+                Some(Decision::Short(skus)) if first => ReserveOutcome::Short(skus.clone()),
+                Some(Decision::Unknown(skus)) if first => ReserveOutcome::Unknown(skus.clone()),
+                // Reserved before this batch, or a repeat within it: what is stored now (a
+                // repeat of an order the batch could not reserve tries again on its own).
+                _ => match self.reservation(request.order_id).await? {
+                    Some(existing) => ReserveOutcome::Existing(existing),
+                    None => {
+                        self.reserve(
+                            request.order_id,
+                            &request.lines,
+                            request.ttl,
+                            &request.actor,
+                        )
+                        .await?
+                    }
+                },
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The `reserve` movements of a batch, column by column, for one insert.
+#[derive(Default)]
+struct MovementColumns {
+    ids: Vec<Uuid>,
+    skus: Vec<String>,
+    deltas: Vec<i32>,
+    on_hand_after: Vec<i32>,
+    reserved_after: Vec<i32>,
+    actors: Vec<Option<String>>,
+    orders: Vec<Uuid>,
+}
+
+impl MovementColumns {
+    fn push(
+        &mut self,
+        request: &ReserveRequest,
+        line: &ReservationLine,
+        on_hand: i32,
+        reserved: i32,
+    ) {
+        self.ids.push(Uuid::now_v7());
+        self.skus.push(line.sku.as_str().to_owned());
+        self.deltas.push(line.quantity);
+        self.on_hand_after.push(on_hand);
+        self.reserved_after.push(reserved);
+        self.actors.push(request.actor.user_id.clone());
+        self.orders.push(request.order_id);
+    }
+
+    /// The movements and the reservation lines they belong to.
+    async fn insert(&self, tx: &mut Tx) -> Result<(), RepoError> {
+        sqlx::query(
+            "insert into stock_movements (id, sku, reason, on_hand_delta, reserved_delta, \
+             on_hand_after, reserved_after, actor_id, order_id) \
+             select m.id, m.sku, 'reserve', 0, m.delta, m.on_hand_after, m.reserved_after, \
+             m.actor_id, m.order_id \
+             from unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[], \
+             $7::uuid[]) as m(id, sku, delta, on_hand_after, reserved_after, actor_id, order_id)",
+        )
+        .bind(&self.ids)
+        .bind(&self.skus)
+        .bind(&self.deltas)
+        .bind(&self.on_hand_after)
+        .bind(&self.reserved_after)
+        .bind(&self.actors)
+        .bind(&self.orders)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "insert into reservation_lines (order_id, sku, quantity) \
+             select l.order_id, l.sku, l.quantity \
+             from unnest($1::uuid[], $2::text[], $3::int[]) as l(order_id, sku, quantity)",
+        )
+        .bind(&self.orders)
+        .bind(&self.skus)
+        .bind(&self.deltas)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }
 

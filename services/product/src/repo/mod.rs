@@ -5,6 +5,7 @@
 //! the database: check constraints on stock levels, conditional updates, unique keys.
 
 mod catalog;
+mod coalesce;
 mod inventory;
 mod sql;
 
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use catalog::PgCatalogRepo;
+pub use coalesce::Coalescing;
 pub use inventory::PgInventoryRepo;
 
 use crate::domain::{
