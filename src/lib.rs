@@ -2,6 +2,7 @@
 //! `main.rs` only parses the command line.
 
 pub mod compose;
+pub mod k8s;
 pub mod run;
 
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use shopmesh_platform::mesh::{Mesh, Service};
 
 /// Every service of shopmesh, in start order. Adding a service means adding it here; `--target`,
-/// `migrate`, readiness, the gateway's upstreams and `/readyz`, the test harness and the
-/// docker-compose file all follow from this list.
+/// `migrate`, readiness, the gateway's upstreams and `/readyz`, the test harness, the
+/// docker-compose file and the Kubernetes manifests all follow from this list.
 pub fn services() -> Vec<Arc<dyn Service>> {
     vec![
         Arc::new(shopmesh_user::User),

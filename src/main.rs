@@ -43,6 +43,13 @@ enum Command {
     GrpcDocs,
     /// Print the docker-compose file for the list of services.
     Compose,
+    /// Write the Kubernetes manifests for the list of services: a kustomize base and the dev
+    /// and production overlays.
+    K8s {
+        /// The directory to write them into, e.g. deploy/k8s.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// List the services: name, default gRPC port, gRPC services (tab-separated).
     Services,
     /// Print a 60-second service token of one service, from its key in MESH_KEYS_DIR, for
@@ -62,7 +69,7 @@ enum Command {
     /// prints a latency table per endpoint, writes a JSON report and an SVG chart.
     Loadgen {
         #[command(flatten)]
-        args: shopmesh_loadgen::LoadgenArgs,
+        args: Box<shopmesh_loadgen::LoadgenArgs>,
     },
 }
 
@@ -97,6 +104,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Compose => {
             print!("{}", shopmesh::compose::render(&shopmesh::mesh()));
+            return Ok(());
+        }
+        Command::K8s { out } => {
+            let written = shopmesh::k8s::write(&shopmesh::mesh(), out)?;
+            println!("wrote {} files to {}", written.len(), out.display());
             return Ok(());
         }
         Command::Services => {
@@ -164,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             Command::Openapi
             | Command::GrpcDocs
             | Command::Compose
+            | Command::K8s { .. }
             | Command::Services
             | Command::ServiceToken { .. }
             | Command::MeshKeys { .. }
