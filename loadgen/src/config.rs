@@ -22,13 +22,28 @@ pub struct LoadgenArgs {
     pub target: String,
 
     /// What each iteration does: search and product pages, cart changes, a whole checkout, or a
-    /// weighted mix of the three (see --mix).
+    /// weighted mix (see --mix). Single-request scenarios, for measuring one endpoint: `product`
+    /// (one product page, the products read in rotation), `search` (one search, the terms in
+    /// rotation), `add-to-cart` (one item added to the shopper's cart) and `get` (one GET of
+    /// --path).
     #[arg(long, value_enum, default_value_t = ScenarioChoice::Mix)]
     pub scenario: ScenarioChoice,
 
     /// Weights of the mix, e.g. browse=70,cart=20,checkout=10 (a missing scenario weighs 0).
     #[arg(long, default_value = "browse=70,cart=20,checkout=10")]
     pub mix: Mix,
+
+    /// The path (and query) the `get` scenario requests, e.g. /healthz or /api/users/me; any
+    /// 2xx answer counts as a success. Nothing else is read first, so it works against any
+    /// HTTP server.
+    #[arg(long)]
+    pub path: Option<String>,
+
+    /// The `get` scenario sends a logged-in shopper's access token (`Authorization: Bearer`),
+    /// e.g. for /api/users/me: --users shoppers are registered, each serving one request at a
+    /// time.
+    #[arg(long)]
+    pub auth: bool,
 
     /// Open loop: scenario iterations started per second, each at its scheduled time whatever
     /// the server does, with latency measured from that time (the default mode, at 10/s).
@@ -102,24 +117,47 @@ pub enum ScenarioChoice {
     Cart,
     Checkout,
     Mix,
+    Product,
+    Search,
+    AddToCart,
+    Get,
 }
 
-/// One of the three scenarios an iteration runs.
+/// Number of scenarios, the length of the arrays indexed by [`Scenario::index`].
+pub const SCENARIOS: usize = 7;
+
+/// One of the scenarios an iteration runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scenario {
     Browse,
     Cart,
     Checkout,
+    Product,
+    Search,
+    AddToCart,
+    Get,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Browse, Scenario::Cart, Scenario::Checkout];
+    pub const ALL: [Scenario; SCENARIOS] = [
+        Scenario::Browse,
+        Scenario::Cart,
+        Scenario::Checkout,
+        Scenario::Product,
+        Scenario::Search,
+        Scenario::AddToCart,
+        Scenario::Get,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Browse => "browse",
             Scenario::Cart => "cart",
             Scenario::Checkout => "checkout",
+            Scenario::Product => "product",
+            Scenario::Search => "search",
+            Scenario::AddToCart => "add-to-cart",
+            Scenario::Get => "get",
         }
     }
 
@@ -128,12 +166,25 @@ impl Scenario {
             Scenario::Browse => 0,
             Scenario::Cart => 1,
             Scenario::Checkout => 2,
+            Scenario::Product => 3,
+            Scenario::Search => 4,
+            Scenario::AddToCart => 5,
+            Scenario::Get => 6,
         }
     }
 
-    /// Whether the scenario needs a logged-in shopper of its own for the whole iteration.
+    /// Whether the scenario always needs a logged-in shopper of its own for the whole iteration
+    /// (`get` needs one only with --auth: see [`Plan::needs_user`]).
     pub fn needs_user(self) -> bool {
-        !matches!(self, Scenario::Browse)
+        matches!(
+            self,
+            Scenario::Cart | Scenario::Checkout | Scenario::AddToCart
+        )
+    }
+
+    /// Whether the scenario picks from the catalog (everything but `get`).
+    pub fn needs_catalog(self) -> bool {
+        self != Scenario::Get
     }
 }
 
@@ -150,14 +201,17 @@ impl FromStr for Scenario {
         Scenario::ALL
             .into_iter()
             .find(|scenario| scenario.name() == s.trim())
-            .ok_or_else(|| format!("unknown scenario {s:?} (browse, cart or checkout)"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.into_iter().map(Scenario::name).collect();
+                format!("unknown scenario {s:?} ({})", names.join(", "))
+            })
     }
 }
 
 /// Weights of the scenarios in a mix, indexed by [`Scenario::index`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mix {
-    pub weights: [u32; 3],
+    pub weights: [u32; SCENARIOS],
 }
 
 impl Mix {
@@ -167,7 +221,7 @@ impl Mix {
 
     /// Only this scenario.
     pub fn only(scenario: Scenario) -> Self {
-        let mut weights = [0; 3];
+        let mut weights = [0; SCENARIOS];
         weights[scenario.index()] = 1;
         Self { weights }
     }
@@ -177,8 +231,8 @@ impl FromStr for Mix {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut weights = [0u32; 3];
-        let mut seen = [false; 3];
+        let mut weights = [0u32; SCENARIOS];
+        let mut seen = [false; SCENARIOS];
         for part in s.split(',').map(str::trim).filter(|part| !part.is_empty()) {
             let (name, weight) = part
                 .split_once('=')
@@ -208,6 +262,15 @@ impl fmt::Display for Mix {
             .map(|s| format!("{s}={}", self.weight(s)))
             .collect();
         f.write_str(&parts.join(","))
+    }
+}
+
+impl Mix {
+    /// The scenarios with a weight above 0.
+    pub fn scenarios(&self) -> impl Iterator<Item = Scenario> + '_ {
+        Scenario::ALL
+            .into_iter()
+            .filter(|scenario| self.weight(*scenario) > 0)
     }
 }
 
@@ -247,6 +310,14 @@ pub struct Plan {
     pub target: String,
     pub scenario: ScenarioChoice,
     pub mix: Mix,
+    /// The path (and query) of the `get` scenario, starting with `/`.
+    pub path: Option<String>,
+    /// The endpoint name the `get` scenario's requests are reported under: `GET <path>`.
+    pub get_endpoint: String,
+    /// The `get` scenario sends a shopper's access token.
+    pub auth: bool,
+    /// Whether the catalog is read before the run (every scenario but `get` picks from it).
+    pub needs_catalog: bool,
     pub mode: Mode,
     pub duration: Duration,
     pub warmup: Duration,
@@ -294,13 +365,44 @@ impl LoadgenArgs {
             ScenarioChoice::Browse => Mix::only(Scenario::Browse),
             ScenarioChoice::Cart => Mix::only(Scenario::Cart),
             ScenarioChoice::Checkout => Mix::only(Scenario::Checkout),
+            ScenarioChoice::Product => Mix::only(Scenario::Product),
+            ScenarioChoice::Search => Mix::only(Scenario::Search),
+            ScenarioChoice::AddToCart => Mix::only(Scenario::AddToCart),
+            ScenarioChoice::Get => Mix::only(Scenario::Get),
             ScenarioChoice::Mix => self.mix,
         };
-        let needs_users = mix.weight(Scenario::Cart) > 0 || mix.weight(Scenario::Checkout) > 0;
+        let gets = mix.weight(Scenario::Get) > 0;
+        let path = match (&self.path, gets) {
+            (None, true) => return Err(invalid("--path", "the get scenario needs a path")),
+            (Some(_), false) => {
+                return Err(invalid("--path", "is only used by the get scenario"));
+            }
+            (Some(path), true)
+                if !path.starts_with('/') || path.chars().any(char::is_whitespace) =>
+            {
+                return Err(invalid(
+                    "--path",
+                    "must start with / and hold no spaces (it is pasted after --target)",
+                ));
+            }
+            (path, _) => path.clone(),
+        };
+        if self.auth && !gets {
+            return Err(invalid("--auth", "is only used by the get scenario"));
+        }
+        let needs_users = mix.scenarios().any(Scenario::needs_user) || (gets && self.auth);
         if needs_users && self.users == 0 {
             return Err(invalid(
                 "--users",
-                "the cart and checkout scenarios need at least one user",
+                "the cart, checkout and add-to-cart scenarios (and get with --auth) need at least \
+                 one user",
+            ));
+        }
+        let needs_catalog = mix.scenarios().any(Scenario::needs_catalog);
+        if self.restock.is_some() && !needs_catalog {
+            return Err(invalid(
+                "--restock",
+                "the get scenario reads no catalog to restock",
             ));
         }
         if self.products == 0 {
@@ -321,6 +423,10 @@ impl LoadgenArgs {
             target,
             scenario: self.scenario,
             mix,
+            get_endpoint: format!("GET {}", path.as_deref().unwrap_or("")),
+            path,
+            auth: self.auth,
+            needs_catalog,
             mode,
             duration: self.duration,
             warmup: self.warmup,
@@ -334,6 +440,13 @@ impl LoadgenArgs {
             svg: self.svg.clone(),
             quiet: self.quiet,
         })
+    }
+}
+
+impl Plan {
+    /// Whether an iteration of `scenario` needs a logged-in shopper of its own.
+    pub fn needs_user(&self, scenario: Scenario) -> bool {
+        scenario.needs_user() || (scenario == Scenario::Get && self.auth)
     }
 }
 
@@ -355,10 +468,16 @@ mod tests {
     #[test]
     fn a_mix_names_each_scenario_once_with_a_weight() {
         let mix: Mix = "browse=70, cart=20,checkout=10".parse().unwrap();
-        assert_eq!(mix.weights, [70, 20, 10]);
+        assert_eq!(mix.weights[..3], [70, 20, 10]);
         assert_eq!(mix.to_string(), "browse=70,cart=20,checkout=10");
         let only: Mix = "checkout=1".parse().unwrap();
-        assert_eq!(only.weights, [0, 0, 1]);
+        assert_eq!(only, Mix::only(Scenario::Checkout));
+        let single: Mix = "product=3,add-to-cart=1".parse().unwrap();
+        assert_eq!(
+            single.scenarios().collect::<Vec<_>>(),
+            [Scenario::Product, Scenario::AddToCart]
+        );
+        assert_eq!(single.to_string(), "product=3,add-to-cart=1");
         assert!("browse=1,browse=2".parse::<Mix>().is_err());
         assert!("browse=0".parse::<Mix>().is_err());
         assert!("shop=1".parse::<Mix>().is_err());
@@ -370,7 +489,8 @@ mod tests {
         let plan = LoadgenArgs::parse_from(["loadgen"]).plan().unwrap();
         assert_eq!(plan.target, DEFAULT_TARGET);
         assert_eq!(plan.mode, Mode::Rate(DEFAULT_RATE));
-        assert_eq!(plan.mix.weights, [70, 20, 10]);
+        assert_eq!(plan.mix.weights[..3], [70, 20, 10]);
+        assert!(plan.needs_catalog);
         assert_eq!(plan.users, 20);
 
         let plan =
@@ -380,6 +500,42 @@ mod tests {
         assert_eq!(plan.mode, Mode::Concurrency(4));
         assert_eq!(plan.mix, Mix::only(Scenario::Browse));
         // Browsing is anonymous: nobody is registered.
+        assert_eq!(plan.users, 0);
+    }
+
+    #[test]
+    fn the_get_scenario_reads_no_catalog_and_registers_only_with_auth() {
+        let plan = LoadgenArgs::parse_from(["loadgen", "--scenario", "get", "--path", "/healthz"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.mix, Mix::only(Scenario::Get));
+        assert_eq!(plan.get_endpoint, "GET /healthz");
+        assert!(!plan.needs_catalog);
+        assert!(!plan.needs_user(Scenario::Get));
+        assert_eq!(plan.users, 0);
+
+        let plan = LoadgenArgs::parse_from([
+            "loadgen",
+            "--scenario",
+            "get",
+            "--path",
+            "/api/users/me",
+            "--auth",
+            "--users",
+            "3",
+        ])
+        .plan()
+        .unwrap();
+        assert!(plan.needs_user(Scenario::Get));
+        assert_eq!(plan.users, 3);
+
+        let plan = LoadgenArgs::parse_from(["loadgen", "--scenario", "add-to-cart"])
+            .plan()
+            .unwrap();
+        assert!(plan.needs_catalog && plan.needs_user(Scenario::AddToCart));
+        let plan = LoadgenArgs::parse_from(["loadgen", "--scenario", "product"])
+            .plan()
+            .unwrap();
         assert_eq!(plan.users, 0);
     }
 
@@ -395,6 +551,32 @@ mod tests {
             &["loadgen", "--duration", "0s"],
             &["loadgen", "--target", "https://shop.example"],
             &["loadgen", "--users", "0"],
+            &["loadgen", "--scenario", "get"],
+            &["loadgen", "--scenario", "get", "--path", "healthz"],
+            &["loadgen", "--scenario", "get", "--path", "/a b"],
+            &["loadgen", "--scenario", "browse", "--path", "/healthz"],
+            &["loadgen", "--scenario", "product", "--auth"],
+            &[
+                "loadgen",
+                "--scenario",
+                "get",
+                "--path",
+                "/me",
+                "--auth",
+                "--users",
+                "0",
+            ],
+            &[
+                "loadgen",
+                "--scenario",
+                "get",
+                "--path",
+                "/healthz",
+                "--restock",
+                "5",
+                "--admin-token",
+                "t",
+            ],
         ] {
             assert!(LoadgenArgs::parse_from(args).plan().is_err(), "{args:?}");
         }

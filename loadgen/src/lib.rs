@@ -1,6 +1,8 @@
 //! `shopmesh loadgen`: load on the REST edge as shoppers make it. Scenarios `browse` (search and
 //! product pages), `cart` (add, change, look, empty) and `checkout` (add, then check out with a
-//! test card), or a weighted `mix` of them.
+//! test card), or a weighted `mix` of them; and, to measure one endpoint at a time (scripts/bench),
+//! the single-request scenarios `product` (a product page), `search`, `add-to-cart` and `get`
+//! (one fixed path, optionally with a shopper's token).
 //!
 //! Two ways to start iterations. Open loop (`--rate`): each iteration is scheduled at a fixed
 //! time and its latency is measured from that time, not from when it actually got going, so a
@@ -29,9 +31,10 @@ use std::time::{Duration, Instant};
 
 pub use config::{LoadgenArgs, Scenario};
 pub use report::Report;
+pub use runner::{MEASURING_ENDED, MEASURING_STARTED};
 pub use scenarios::{
-    ADD_ITEM, CARD_DECLINED, CARD_OK, CHECKOUT, EMPTY_CART, LOGIN, PRODUCT, SEARCH, UPDATE_ITEM,
-    VIEW_CART,
+    ADD_ITEM, ADDS_PER_CART, CARD_DECLINED, CARD_OK, CHECKOUT, EMPTY_CART, LOGIN, PRODUCT, SEARCH,
+    UPDATE_ITEM, VIEW_CART,
 };
 
 use crate::runner::{Shared, Timing};
@@ -86,7 +89,22 @@ pub async fn run_until(
         .build()
         .map_err(Error::Client)?;
 
-    let mut catalog = Catalog::discover(&client, &plan).await?;
+    let get_url = match &plan.path {
+        None => None,
+        Some(path) => Some(
+            reqwest::Url::parse(&format!("{}{path}", plan.target)).map_err(|err| {
+                Error::Invalid {
+                    option: "--path",
+                    reason: format!("does not make a URL with --target: {err}"),
+                }
+            })?,
+        ),
+    };
+    let mut catalog = if plan.needs_catalog {
+        Catalog::discover(&client, &plan).await?
+    } else {
+        Catalog::empty()
+    };
     if let Some((units, token)) = &plan.restock {
         let added = catalog.restock(&client, &plan, *units, token).await?;
         note(
@@ -97,19 +115,22 @@ pub async fn run_until(
             ),
         );
     }
-    note(
-        plan.quiet,
-        &format!(
-            "catalog: {} products, {} in stock",
-            catalog.products.len(),
-            catalog.in_stock.len()
-        ),
-    );
-    if plan.users > 0 && catalog.in_stock.is_empty() {
+    if plan.needs_catalog {
+        note(
+            plan.quiet,
+            &format!(
+                "catalog: {} products, {} in stock",
+                catalog.products.len(),
+                catalog.in_stock.len()
+            ),
+        );
+    }
+    if plan.mix.scenarios().any(Scenario::needs_user) && catalog.in_stock.is_empty() {
         return Err(Error::Setup {
             step: "reading the catalog (GET /api/products)",
-            detail: "no product has stock, which the cart and checkout scenarios need: load the \
-                     demo catalog (`shopmesh seed`) or pass --restock with --admin-token"
+            detail: "no product has stock, which the cart, checkout and add-to-cart scenarios \
+                     need: load the demo catalog (`shopmesh seed`) or pass --restock with \
+                     --admin-token"
                 .into(),
         });
     }
@@ -123,13 +144,9 @@ pub async fn run_until(
 
     let timing = Timing::new(&plan);
     let stats = Stats::new(timing.measure_from)?;
-    let shared = Arc::new(Shared::new(
-        client,
-        plan.clone(),
-        catalog,
-        UserPool::new(users),
-        stats,
-    ));
+    let mut shared = Shared::new(client, plan.clone(), catalog, UserPool::new(users), stats);
+    shared.get_url = get_url;
+    let shared = Arc::new(shared);
     let stopped_at = runner::run(shared.clone(), timing, stop).await;
 
     let measured = stopped_at

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::config::{Mix, Mode, Plan, Scenario};
+use crate::config::{Mix, Mode, Plan, SCENARIOS, Scenario};
 use crate::scenarios::run_iteration;
 use crate::setup::{Catalog, UserPool};
 use crate::stats::Stats;
@@ -29,6 +29,11 @@ pub struct Shared {
     pub started: AtomicU64,
     pub in_flight: AtomicU64,
     checkouts: AtomicU64,
+    /// Turns of the single-request scenarios' rotations over products and search terms.
+    next_product: AtomicU64,
+    next_term: AtomicU64,
+    /// The URL of the `get` scenario, parsed once.
+    pub get_url: Option<reqwest::Url>,
 }
 
 impl Shared {
@@ -50,7 +55,22 @@ impl Shared {
             started: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             checkouts: AtomicU64::new(0),
+            next_product: AtomicU64::new(0),
+            next_term: AtomicU64::new(0),
+            get_url: None,
         }
+    }
+
+    /// The next of `len` items in rotation, for the product pages (`terms` false) or the search
+    /// terms (`terms` true) of the single-request scenarios.
+    pub fn next_index(&self, terms: bool, len: usize) -> usize {
+        let counter = if terms {
+            &self.next_term
+        } else {
+            &self.next_product
+        };
+        let turn = counter.fetch_add(1, Ordering::Relaxed);
+        usize::try_from(turn % len.max(1) as u64).unwrap_or(0)
     }
 
     /// Whether the next checkout pays with the declining card.
@@ -72,22 +92,22 @@ pub fn declines(n: u64, percent: u8) -> bool {
 /// (browse=70,cart=20,checkout=10 gives exactly 7, 2 and 1 of every 10 iterations).
 #[derive(Clone, Debug)]
 pub struct Rotation {
-    weights: [i64; 3],
-    current: [i64; 3],
+    weights: [i64; SCENARIOS],
+    current: [i64; SCENARIOS],
 }
 
 impl Rotation {
     pub fn new(mix: Mix) -> Self {
         Self {
             weights: mix.weights.map(i64::from),
-            current: [0; 3],
+            current: [0; SCENARIOS],
         }
     }
 
     pub fn next_scenario(&mut self) -> Scenario {
         let total: i64 = self.weights.iter().sum();
         let mut best = 0;
-        for i in 0..3 {
+        for i in 0..SCENARIOS {
             self.current[i] += self.weights[i];
             if self.current[i] > self.current[best] {
                 best = i;
@@ -141,18 +161,44 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send,
 ) -> Instant {
     let progress = (!shared.plan.quiet).then(|| tokio::spawn(progress(shared.clone(), timing)));
+    let marker = (!shared.plan.quiet).then(|| tokio::spawn(measuring_marker(timing)));
     let stopped_at = match shared.plan.mode {
         Mode::Rate(rate) => open_loop(&shared, timing, rate, stop).await,
         Mode::Concurrency(workers) => closed_loop(&shared, timing, workers, stop).await,
     };
-    if let Some(progress) = progress {
-        progress.abort();
-        let _ = progress.await;
+    for task in [progress, marker].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
+    }
+    if !shared.plan.quiet {
         if std::io::stderr().is_terminal() {
             eprintln!();
         }
+        // The last recorded iteration has ended: a harness that samples the CPU time of the
+        // processes under load stops here (see `measuring_marker`).
+        eprintln!("{MEASURING_ENDED}");
     }
     stopped_at
+}
+
+/// The stderr line printed when the warm-up is over and recording starts.
+pub const MEASURING_STARTED: &str = "loadgen: measuring started";
+/// The stderr line printed when the last recorded iteration has ended.
+pub const MEASURING_ENDED: &str = "loadgen: measuring ended";
+
+/// Prints [`MEASURING_STARTED`] (with the planned time) on its own line when the warm-up ends,
+/// so that a harness reading stderr (scripts/bench) can sample CPU time over exactly the
+/// measured part of the run.
+async fn measuring_marker(timing: Timing) {
+    tokio::time::sleep_until(timing.measure_from.into()).await;
+    let mut stderr = std::io::stderr().lock();
+    let newline = if stderr.is_terminal() { "\n" } else { "" };
+    let _ = writeln!(
+        stderr,
+        "{newline}{MEASURING_STARTED} ({:.1} s)",
+        (timing.end - timing.measure_from).as_secs_f64()
+    );
+    let _ = stderr.flush();
 }
 
 /// Starts each iteration at its scheduled time, `1 / rate` apart, whatever happened to the

@@ -1,4 +1,4 @@
-//! The three scenarios, as a shopper would call the REST edge, and the iteration context that
+//! The scenarios, as a shopper would call the REST edge, and the iteration context that
 //! measures and records each request.
 
 use std::sync::PoisonError;
@@ -30,6 +30,10 @@ pub const CARD_DECLINED: &str = "4000000000000002";
 
 /// Product pages a browsing iteration opens after its search.
 const PAGES_PER_BROWSE: usize = 2;
+
+/// Items the add-to-cart scenario puts in one shopper's cart before emptying it, below the
+/// cart's caps (50 lines, 99 units a line) whatever the products drawn.
+pub const ADDS_PER_CART: u32 = 40;
 
 /// One iteration of a scenario: measures each request and records it (unless in the warm-up).
 pub struct Iteration<'a> {
@@ -82,8 +86,20 @@ impl<'a> Iteration<'a> {
     /// the JSON body, whether it succeeded (`Err` gives the failure's label).
     async fn call(
         &mut self,
-        endpoint: &'static str,
+        endpoint: &str,
         request: reqwest::RequestBuilder,
+        judge: impl FnOnce(u16, &Value) -> Result<(), String>,
+    ) -> Result<Value, Failure> {
+        self.send(endpoint, request, true, judge).await
+    }
+
+    /// As [`Self::call`]; `parse` false leaves the body unparsed (the judge sees null), which
+    /// keeps the generator's own work per request small in the single-request scenarios.
+    async fn send(
+        &mut self,
+        endpoint: &str,
+        request: reqwest::RequestBuilder,
+        parse: bool,
         judge: impl FnOnce(u16, &Value) -> Result<(), String>,
     ) -> Result<Value, Failure> {
         let start = self.pending_since.take().unwrap_or_else(Instant::now);
@@ -98,7 +114,11 @@ impl<'a> Iteration<'a> {
         let outcome = match response {
             Err(_) => Err(IO_ERROR.to_owned()),
             Ok((status, body)) => {
-                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let body = if parse {
+                    serde_json::from_slice(&body).unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                };
                 judge(status, &body).map(|()| body)
             }
         };
@@ -116,10 +136,21 @@ impl<'a> Iteration<'a> {
     /// A request expected to answer 2xx.
     async fn expect(
         &mut self,
-        endpoint: &'static str,
+        endpoint: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, Failure> {
         self.call(endpoint, request, expect_success).await
+    }
+
+    /// A request expected to answer 2xx, whose body is read but not parsed.
+    async fn expect_status(
+        &mut self,
+        endpoint: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(), Failure> {
+        self.send(endpoint, request, false, expect_success)
+            .await
+            .map(drop)
     }
 
     /// Logs the shopper in again once the access token is about to expire.
@@ -189,6 +220,68 @@ impl<'a> Iteration<'a> {
             self.expect(PRODUCT, request).await?;
         }
         Ok(())
+    }
+
+    /// One product page: the products read, in rotation (`--products 1` keeps to one).
+    pub async fn product_page(&mut self) -> Result<(), Failure> {
+        let shared = self.shared;
+        let products = &shared.catalog.products;
+        let Some(product) = products.get(shared.next_index(false, products.len())) else {
+            return Err(format!("{PRODUCT} no product"));
+        };
+        let request = shared
+            .client
+            .get(self.url(&format!("/api/products/{}", product.id)));
+        self.expect_status(PRODUCT, request).await
+    }
+
+    /// One search, as the browse scenario makes it, the terms in rotation.
+    pub async fn search(&mut self) -> Result<(), Failure> {
+        let shared = self.shared;
+        let terms = &shared.catalog.terms;
+        let term = terms
+            .get(shared.next_index(true, terms.len()))
+            .map_or("", String::as_str);
+        let request = shared.client.get(self.url("/api/products")).query(&[
+            ("q", term),
+            ("sort", "relevance"),
+            ("limit", "20"),
+        ]);
+        self.expect_status(SEARCH, request).await
+    }
+
+    /// One unit of a product with stock (in rotation) into the shopper's cart; every
+    /// [`ADDS_PER_CART`] adds the cart is emptied (reported as its own endpoint), so that it
+    /// never reaches the cart's caps.
+    pub async fn add_to_cart(&mut self, user: &mut User) -> Result<(), Failure> {
+        self.renew(user).await?;
+        let shared = self.shared;
+        let in_stock = &shared.catalog.in_stock;
+        let Some(product) = in_stock.get(shared.next_index(false, in_stock.len())) else {
+            return Err(format!("{ADD_ITEM} no product in stock"));
+        };
+        let added = self.add_item(user, &product.sku, 1).await;
+        user.cart_adds += 1;
+        if user.cart_adds >= ADDS_PER_CART {
+            user.cart_adds = 0;
+            return added.and(self.empty_cart(user).await);
+        }
+        added
+    }
+
+    /// One GET of --path, with the shopper's access token when there is a shopper (--auth).
+    pub async fn get(&mut self, user: Option<&mut User>) -> Result<(), Failure> {
+        let shared = self.shared;
+        let endpoint = shared.plan.get_endpoint.as_str();
+        let Some(url) = shared.get_url.clone() else {
+            return Err(format!("{endpoint} no --path"));
+        };
+        let mut request = shared.client.get(url);
+        if let Some(user) = user {
+            self.renew(user).await?;
+            request = request.bearer_auth(&user.token);
+        }
+        self.expect_status(endpoint, request).await
     }
 
     /// Adds two products, changes the quantity of the first, looks at the cart and empties it
@@ -303,26 +396,33 @@ pub async fn run_iteration(shared: &Shared, scenario: Scenario, scheduled: Insta
             .fetch_max(micros, Ordering::Relaxed);
     }
     let mut iteration = Iteration::new(shared, scenario, scheduled, record);
-    let outcome = if scenario.needs_user() {
-        match shared.users.lease().await {
-            None => Err("no shopper available".to_owned()),
-            Some((mut lease, waited)) => {
-                if waited && record {
-                    shared.user_waits.fetch_add(1, Ordering::Relaxed);
-                }
-                match lease.user.as_mut() {
-                    None => Err("no shopper available".to_owned()),
-                    Some(user) if scenario == Scenario::Cart => iteration.cart(user).await,
-                    Some(user) => {
-                        let decline = shared.next_checkout_declines();
-                        iteration.checkout(user, decline).await
-                    }
-                }
-            }
+    let mut lease = None;
+    if shared.plan.needs_user(scenario)
+        && let Some((leased, waited)) = shared.users.lease().await
+    {
+        if waited && record {
+            shared.user_waits.fetch_add(1, Ordering::Relaxed);
         }
-    } else {
-        iteration.browse().await
+        lease = Some(leased);
+    }
+    let user = lease.as_mut().and_then(|lease| lease.user.as_mut());
+    let no_shopper = || Err("no shopper available".to_owned());
+    let outcome = match (scenario, user) {
+        (Scenario::Browse, _) => iteration.browse().await,
+        (Scenario::Product, _) => iteration.product_page().await,
+        (Scenario::Search, _) => iteration.search().await,
+        (Scenario::Get, None) if shared.plan.auth => no_shopper(),
+        (Scenario::Get, user) => iteration.get(user).await,
+        (Scenario::Cart, Some(user)) => iteration.cart(user).await,
+        (Scenario::Checkout, Some(user)) => {
+            let decline = shared.next_checkout_declines();
+            iteration.checkout(user, decline).await
+        }
+        (Scenario::AddToCart, Some(user)) => iteration.add_to_cart(user).await,
+        (Scenario::Cart | Scenario::Checkout | Scenario::AddToCart, None) => no_shopper(),
     };
+    // The shopper is free for the next iteration as soon as its requests are done.
+    drop(lease);
     if record {
         let ended = Instant::now();
         shared

@@ -89,6 +89,15 @@ async fn send(step: &'static str, request: reqwest::RequestBuilder) -> Result<Re
 }
 
 impl Catalog {
+    /// No catalog: the `get` scenario picks nothing from it.
+    pub fn empty() -> Self {
+        Self {
+            products: Vec::new(),
+            in_stock: Vec::new(),
+            terms: Vec::new(),
+        }
+    }
+
     /// Reads up to `plan.products` active products, page by page.
     pub async fn discover(client: &reqwest::Client, plan: &Plan) -> Result<Self, Error> {
         const STEP: &str = "reading the catalog (GET /api/products)";
@@ -223,6 +232,8 @@ pub struct User {
     pub token: String,
     /// When the token must be replaced (a minute before it expires).
     pub renew_at: Instant,
+    /// Items the add-to-cart scenario put in the cart since it last emptied it.
+    pub cart_adds: u32,
 }
 
 /// The token and its renewal time from a login response.
@@ -273,6 +284,7 @@ pub async fn register_users(client: &reqwest::Client, plan: &Plan) -> Result<Vec
                 email,
                 token,
                 renew_at,
+                cart_adds: 0,
             })
         });
     }
@@ -344,6 +356,7 @@ mod tests {
             email: email.into(),
             token: "t".into(),
             renew_at: Instant::now(),
+            cart_adds: 0,
         }
     }
 

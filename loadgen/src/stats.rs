@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::Error;
-use crate::config::Scenario;
+use crate::config::{SCENARIOS, Scenario};
 
 /// Latencies are recorded in microseconds, from 1 µs to an hour, to three significant digits.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
@@ -123,8 +123,11 @@ impl ScenarioStats {
 pub struct Stats {
     /// When measuring started (after the warm-up).
     pub since: Instant,
-    pub endpoints: BTreeMap<(Scenario, &'static str), EndpointStats>,
-    pub scenarios: [ScenarioStats; 3],
+    /// Per scenario, per endpoint name (method and path template, or `GET <path>` of the `get`
+    /// scenario).
+    endpoints: BTreeMap<Scenario, BTreeMap<String, EndpointStats>>,
+    /// Indexed by [`Scenario::index`].
+    pub scenarios: Vec<ScenarioStats>,
     /// Checkouts that came back PAID, and deliberately declined ones that came back CANCELLED.
     pub paid: u64,
     pub declined: u64,
@@ -138,11 +141,9 @@ impl Stats {
             since,
             empty: histogram()?,
             endpoints: BTreeMap::new(),
-            scenarios: [
-                ScenarioStats::new()?,
-                ScenarioStats::new()?,
-                ScenarioStats::new()?,
-            ],
+            scenarios: (0..SCENARIOS)
+                .map(|_| ScenarioStats::new())
+                .collect::<Result<_, _>>()?,
             paid: 0,
             declined: 0,
         })
@@ -152,17 +153,28 @@ impl Stats {
         &self.scenarios[scenario.index()]
     }
 
+    /// Every endpoint of every scenario, in scenario and then name order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (Scenario, &str, &EndpointStats)> {
+        self.endpoints.iter().flat_map(|(scenario, endpoints)| {
+            endpoints
+                .iter()
+                .map(move |(name, stats)| (*scenario, name.as_str(), stats))
+        })
+    }
+
+    pub fn endpoint(&self, scenario: Scenario, name: &str) -> Option<&EndpointStats> {
+        self.endpoints.get(&scenario)?.get(name)
+    }
+
     pub fn requests(&self) -> u64 {
-        self.endpoints
-            .values()
-            .map(|e| e.ok + e.errors.values().sum::<u64>())
+        self.endpoints()
+            .map(|(_, _, e)| e.ok + e.errors.values().sum::<u64>())
             .sum()
     }
 
     pub fn request_errors(&self) -> u64 {
-        self.endpoints
-            .values()
-            .map(|e| e.errors.values().sum::<u64>())
+        self.endpoints()
+            .map(|(_, _, e)| e.errors.values().sum::<u64>())
             .sum()
     }
 
@@ -170,18 +182,25 @@ impl Stats {
     pub fn request(
         &mut self,
         scenario: Scenario,
-        endpoint: &'static str,
+        endpoint: &str,
         latency: Duration,
         outcome: Result<(), &str>,
     ) {
-        let entry = self
-            .endpoints
-            .entry((scenario, endpoint))
-            .or_insert_with(|| EndpointStats {
-                latency: self.empty.clone(),
-                ok: 0,
-                errors: BTreeMap::new(),
-            });
+        let endpoints = self.endpoints.entry(scenario).or_default();
+        // Looked up by reference first: the name is only copied for the first request.
+        if !endpoints.contains_key(endpoint) {
+            endpoints.insert(
+                endpoint.to_owned(),
+                EndpointStats {
+                    latency: self.empty.clone(),
+                    ok: 0,
+                    errors: BTreeMap::new(),
+                },
+            );
+        }
+        let Some(entry) = endpoints.get_mut(endpoint) else {
+            return;
+        };
         entry.latency.saturating_record(micros(latency));
         match outcome {
             Ok(()) => entry.ok += 1,
@@ -271,7 +290,7 @@ mod tests {
         stats.request(Scenario::Cart, "GET /api/cart", ms(4), Err(IO_ERROR));
         assert_eq!(stats.requests(), 3);
         assert_eq!(stats.request_errors(), 2);
-        let cart = &stats.endpoints[&(Scenario::Cart, "GET /api/cart")];
+        let cart = stats.endpoint(Scenario::Cart, "GET /api/cart").unwrap();
         assert_eq!(cart.ok, 1);
         assert_eq!(cart.latency.len(), 3);
     }

@@ -421,7 +421,7 @@ async fn a_broker_restart_mid_burst_loses_nothing_and_doubles_nothing() {
     let restarted = Arc::new(tokio::sync::Notify::new());
     let done = restarted.clone();
     let node = broker.clone();
-    let ids = burst(&app, &shoppers, 500, "restart", move || {
+    let ids = burst(&app, &shoppers, 300, "restart", move || {
         tokio::spawn(async move {
             node.stop().await;
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -430,7 +430,7 @@ async fn a_broker_restart_mid_burst_loses_nothing_and_doubles_nothing() {
         });
     })
     .await;
-    assert_eq!(ids.len(), 500);
+    assert_eq!(ids.len(), 300);
     tokio::time::timeout(Duration::from_secs(120), restarted.notified())
         .await
         .expect("the broker was stopped and started again");

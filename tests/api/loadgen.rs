@@ -4,7 +4,8 @@
 use clap::Parser;
 use serde_json::Value;
 use shopmesh_loadgen::{
-    ADD_ITEM, CHECKOUT, EMPTY_CART, LoadgenArgs, PRODUCT, SEARCH, UPDATE_ITEM, VIEW_CART,
+    ADD_ITEM, ADDS_PER_CART, CHECKOUT, EMPTY_CART, LoadgenArgs, MEASURING_ENDED, MEASURING_STARTED,
+    PRODUCT, SEARCH, UPDATE_ITEM, VIEW_CART,
 };
 
 use crate::checkout::{count, stock_product};
@@ -23,12 +24,17 @@ async fn stocked_app(stock: i32) -> (TestApp, String) {
 }
 
 fn args(app: &TestApp, dir: &TempDir, extra: &[&str]) -> LoadgenArgs {
+    args_at(&app.edge, dir, extra)
+}
+
+/// As [`args`], against `target` (the edge or the gateway).
+fn args_at(target: &str, dir: &TempDir, extra: &[&str]) -> LoadgenArgs {
     let json = dir.0.join("report.json").display().to_string();
     let svg = dir.0.join("latency.svg").display().to_string();
     let mut argv = vec![
         "loadgen",
         "--target",
-        &app.edge,
+        target,
         "--users",
         "6",
         "--duration",
@@ -313,4 +319,150 @@ async fn the_loadgen_command_prints_its_table_on_stdout() {
     assert_eq!(search.last(), Some(&"-"), "{stdout}");
     assert_eq!(row(PRODUCT)[3], "40", "{stdout}");
     assert!(stdout.contains("60 requests, 0 failed"), "{stdout}");
+}
+
+/// The single-request scenarios scripts/bench measures endpoints with, against one test mesh.
+#[tokio::test]
+async fn the_single_request_scenarios_each_measure_their_one_endpoint() {
+    let (app, _) = stocked_app(10_000).await;
+    let dir = TempDir::new("shopmesh-loadgen");
+    // Open loop at 100/s: below the test edge's nginx limit (1,000/s), which the cached
+    // catalog responses would otherwise pass.
+    let open_loop = ["--rate", "100"];
+    let dir = &dir;
+    let run = |target: &str, extra: Vec<&str>| {
+        let args = args_at(target, dir, &[&open_loop[..], &extra[..]].concat());
+        async move {
+            let report = shopmesh_loadgen::run(&args).await.unwrap();
+            println!("{}", shopmesh_loadgen::report::table(&report));
+            // The file holds what was returned.
+            let file = read_report(dir);
+            assert_eq!(file["requests"], report.requests);
+            assert_eq!(
+                file["endpoints"].as_array().unwrap().len(),
+                report.endpoints.len()
+            );
+            report
+        }
+    };
+
+    // One fixed path, nothing read first: it works against any HTTP server (here the gateway's
+    // /healthz, bypassing nginx), and nobody is registered.
+    let healthz = run(
+        &app.gateway,
+        vec!["--scenario", "get", "--path", "/healthz"],
+    )
+    .await;
+    let file = serde_json::to_value(&healthz).unwrap();
+    assert_clean(&file);
+    assert_eq!(file["scenario"], "get");
+    assert_eq!(file["path"], "/healthz");
+    assert_eq!(file["auth"], false);
+    assert_eq!((healthz.users, healthz.products), (0, 0));
+    assert_eq!(healthz.endpoints.len(), 1);
+    let only = healthz.endpoint("get", "GET /healthz").unwrap();
+    assert_eq!(only.requests, healthz.requests);
+    assert_eq!(only.requests, 300, "{file:#}");
+
+    // With --auth every request carries a registered shopper's token: /me answers 200.
+    let me = run(
+        &app.edge,
+        vec!["--scenario", "get", "--path", "/api/users/me", "--auth"],
+    )
+    .await;
+    assert_clean(&serde_json::to_value(&me).unwrap());
+    assert!(me.auth);
+    // The six shoppers of `args`.
+    assert_eq!(me.users, 6);
+    assert!(me.endpoint("get", "GET /api/users/me").unwrap().ok > 0);
+    // A product page, and a search, per iteration: nothing else is requested.
+    for (scenario, endpoint) in [("product", PRODUCT), ("search", SEARCH)] {
+        let report = run(&app.edge, vec!["--scenario", scenario]).await;
+        assert_clean(&serde_json::to_value(&report).unwrap());
+        assert_eq!(report.products, 3);
+        assert_eq!(report.users, 0);
+        assert_eq!(report.endpoints.len(), 1, "{scenario}");
+        let entry = report.endpoint(scenario, endpoint).unwrap();
+        assert_eq!(
+            entry.requests,
+            report.scenario(scenario).unwrap().iterations
+        );
+    }
+
+    // One unit into the shopper's cart per iteration; each of the six shoppers' carts is
+    // emptied after every ADDS_PER_CART adds of its own, so that it never reaches the cart's caps.
+    let carts = run(&app.edge, vec!["--scenario", "add-to-cart"]).await;
+    assert_clean(&serde_json::to_value(&carts).unwrap());
+    let adds = carts.endpoint("add-to-cart", ADD_ITEM).unwrap().requests;
+    let empties = carts
+        .endpoint("add-to-cart", EMPTY_CART)
+        .map_or(0, |e| e.requests);
+    let per_cart = u64::from(ADDS_PER_CART);
+    assert_eq!(adds, 300, "100/s for 3 s");
+    // Six shoppers with fewer than ADDS_PER_CART adds each would have made at most 6 × 39.
+    assert!(empties > 0, "{adds} adds");
+    assert!(
+        empties * per_cart <= adds && adds < (empties + 6) * per_cart,
+        "{adds} adds, {empties} carts emptied"
+    );
+
+    // Last, as its failed authentications may be rate-limited (429) after a while: without
+    // --auth, /me answers 401.
+    let anonymous = run(
+        &app.edge,
+        vec!["--scenario", "get", "--path", "/api/users/me"],
+    )
+    .await;
+    let refused = anonymous.endpoint("get", "GET /api/users/me").unwrap();
+    assert_eq!(refused.ok, 0);
+    assert!(
+        refused.errors.get("401").is_some_and(|n| *n > 0),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_loadgen_command_marks_when_measuring_starts_and_ends() {
+    let (app, _) = stocked_app(10).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args([
+            "loadgen",
+            "--target",
+            &app.gateway,
+            "--scenario",
+            "get",
+            "--path",
+            "/healthz",
+            "--concurrency",
+            "2",
+            "--warmup",
+            "1s",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // scripts/bench samples CPU time at exactly these two lines, in this order.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let started = lines
+        .iter()
+        .position(|l| l.starts_with(MEASURING_STARTED))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let ended = lines
+        .iter()
+        .position(|l| l.starts_with(MEASURING_ENDED))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(started < ended, "{stderr}");
+    assert!(lines[started].contains("(1.0 s)"), "{stderr}");
+    // No catalog is read for a fixed path.
+    assert!(!stderr.contains("catalog:"), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with("get") && line.contains("GET /healthz"))
+        .unwrap_or_else(|| panic!("no GET /healthz row in {stdout}"));
+    assert!(row.trim_end().ends_with('-'), "no errors: {row}");
 }

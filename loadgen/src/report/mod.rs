@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::config::{Mode, Plan, Scenario, ScenarioChoice};
+use crate::config::{Mode, Plan, ScenarioChoice};
 use crate::stats::{Point, Stats};
 
 pub use svg::render as svg;
@@ -118,10 +118,16 @@ pub struct Checkouts {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub target: String,
-    /// `browse`, `cart`, `checkout` or `mix`.
+    /// `browse`, `cart`, `checkout`, `mix`, `product`, `search`, `add-to-cart` or `get`.
     pub scenario: String,
     /// The weights in use (one scenario at 1 unless `mix`).
     pub mix: BTreeMap<String, u32>,
+    /// The path of the `get` scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Whether the `get` scenario sent a shopper's access token.
+    #[serde(default)]
+    pub auth: bool,
     /// `rate` (open loop) or `concurrency` (closed loop).
     pub mode: String,
     /// Scheduled iterations per second (open loop).
@@ -169,13 +175,12 @@ fn per_second(count: u64, measured: Duration) -> f64 {
 impl Report {
     pub fn build(plan: &Plan, stats: &Stats, facts: &RunFacts) -> Self {
         let endpoints = stats
-            .endpoints
-            .iter()
-            .map(|((scenario, endpoint), e)| {
+            .endpoints()
+            .map(|(scenario, endpoint, e)| {
                 let requests = e.ok + e.errors.values().sum::<u64>();
                 EndpointReport {
                     scenario: scenario.name().to_owned(),
-                    endpoint: (*endpoint).to_owned(),
+                    endpoint: endpoint.to_owned(),
                     requests,
                     ok: e.ok,
                     errors: e.errors.clone(),
@@ -184,9 +189,9 @@ impl Report {
                 }
             })
             .collect();
-        let scenarios = Scenario::ALL
-            .into_iter()
-            .filter(|s| plan.mix.weight(*s) > 0)
+        let scenarios = plan
+            .mix
+            .scenarios()
             .map(|s| {
                 let stats = stats.scenario(s);
                 ScenarioReport {
@@ -211,13 +216,19 @@ impl Report {
                 ScenarioChoice::Cart => "cart",
                 ScenarioChoice::Checkout => "checkout",
                 ScenarioChoice::Mix => "mix",
+                ScenarioChoice::Product => "product",
+                ScenarioChoice::Search => "search",
+                ScenarioChoice::AddToCart => "add-to-cart",
+                ScenarioChoice::Get => "get",
             }
             .to_owned(),
-            mix: Scenario::ALL
-                .into_iter()
-                .filter(|s| plan.mix.weight(*s) > 0)
+            mix: plan
+                .mix
+                .scenarios()
                 .map(|s| (s.name().to_owned(), plan.mix.weight(s)))
                 .collect(),
+            path: plan.path.clone(),
+            auth: plan.auth,
             mode: mode.to_owned(),
             rate,
             concurrency,

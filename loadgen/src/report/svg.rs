@@ -17,6 +17,10 @@ fn colour(scenario: &str) -> &'static str {
         "browse" => "#1f77b4",
         "cart" => "#2ca02c",
         "checkout" => "#d62728",
+        "product" => "#ff7f0e",
+        "search" => "#9467bd",
+        "add-to-cart" => "#8c564b",
+        "get" => "#17becf",
         _ => "#7f7f7f",
     }
 }
@@ -265,6 +269,8 @@ mod tests {
             target: "http://127.0.0.1:8080/?a=1&b=<2>".into(),
             scenario: "mix".into(),
             mix: [("browse".to_owned(), 1)].into(),
+            path: None,
+            auth: false,
             mode: "rate".into(),
             rate: Some(20.0),
             concurrency: None,

@@ -38,6 +38,8 @@ pub fn render(report: &Report) -> String {
             .map(|(name, weight)| format!("{name} {weight}"))
             .collect();
         format!("mix ({})", weights.join(" / "))
+    } else if report.auth {
+        format!("{} (with shoppers' access tokens)", report.scenario)
     } else {
         report.scenario.clone()
     };
@@ -59,13 +61,13 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<9} {:<28} {:>9} {:>8} {header}  errors",
+        "{:<11} {:<28} {:>9} {:>8} {header}  errors",
         "scenario", "endpoint", "requests", "req/s"
     );
     for e in &report.endpoints {
         let _ = writeln!(
             out,
-            "{:<9} {:<28} {:>9} {:>8.1} {}  {}",
+            "{:<11} {:<28} {:>9} {:>8.1} {}  {}",
             e.scenario,
             e.endpoint,
             e.requests,
@@ -77,13 +79,13 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<9} {:<28} {:>9} {:>8} {header}  failed",
+        "{:<11} {:<28} {:>9} {:>8} {header}  failed",
         "scenario", "(whole iterations)", "count", "it/s"
     );
     for s in &report.scenarios {
         let _ = writeln!(
             out,
-            "{:<9} {:<28} {:>9} {:>8.1} {}  {}",
+            "{:<11} {:<28} {:>9} {:>8.1} {}  {}",
             s.scenario,
             "",
             s.iterations,
