@@ -165,6 +165,60 @@ class Groups:
         return out
 
 
+def rss_kib(pids):
+    """(resident KiB summed over pids, the largest peak resident KiB of any of them)."""
+    resident = peak = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        resident += int(line.split()[1])
+                    elif line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return resident, peak
+
+
+class MemorySampler:
+    """The resident memory of the shopmesh process tree every 200 ms while a case runs: its
+    largest sum, and the kernel's peak (VmHWM, since the process started)."""
+
+    def __init__(self, groups):
+        self.roots = groups.roots.get("shopmesh", [])
+        self.max_kib = 0
+        self.peak_kib = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while True:
+            resident, peak = rss_kib(tree(read_procs(), self.roots))
+            self.max_kib = max(self.max_kib, resident)
+            self.peak_kib = max(self.peak_kib, peak)
+            if self.stop.wait(0.2):
+                return
+
+    def __enter__(self):
+        if self.roots:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        if self.roots:
+            self.stop.set()
+            self.thread.join()
+
+    def figures(self):
+        if not self.roots or not self.max_kib:
+            return {}
+        return {
+            "shopmesh_rss_max_mib": round(self.max_kib / 1024, 1),
+            "shopmesh_rss_peak_mib": round(self.peak_kib / 1024, 1),
+        }
+
+
 def snapshot(groups):
     procs = read_procs()
     return {
@@ -244,7 +298,11 @@ def run_loadgen(args):
     log(f"{args.id}: {shown(command)}")
     groups = Groups(args.proc, args.pg_db)
     marks = {}
-    with open(os.path.join(args.workdir, f"{args.id}.stdout"), "w", encoding="utf-8") as out:
+    memory = MemorySampler(groups)
+    with (
+        open(os.path.join(args.workdir, f"{args.id}.stdout"), "w", encoding="utf-8") as out,
+        memory,
+    ):
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True)
 
         def sample():
@@ -319,6 +377,7 @@ def run_loadgen(args):
             result["checkout_request_p99_ms"] = checkout["latency_ms"]["p99"]
         result["paid"] = report["checkouts"]["paid"]
     result.update(cpu_figures(before, after, client_seconds, unit_count))
+    result.update(memory.figures())
     return result
 
 
@@ -612,6 +671,19 @@ def text_tables(results):
             + " ".join(cells)
             + f" {fmt(r.get('machine_busy_percent'), 0) + ' %':>13}"
         )
+    memory = [r for r in results if "shopmesh_rss_max_mib" in r]
+    if memory:
+        lines += [
+            "",
+            "shopmesh resident memory (MiB): largest sample during the case (every 200 ms), and the",
+            "process's peak since it started (VmHWM):",
+        ]
+        header = f"{'case':<18} {'max RSS':>9} {'peak':>9}"
+        lines += [header, "-" * len(header)]
+        for r in memory:
+            lines.append(
+                f"{r['id']:<18} {r['shopmesh_rss_max_mib']:>9.1f} {r['shopmesh_rss_peak_mib']:>9.1f}"
+            )
     return "\n".join(lines)
 
 
