@@ -14,6 +14,7 @@ mod edge;
 mod events;
 mod grpc;
 mod loadgen;
+mod log_hygiene;
 mod mesh;
 mod notifications;
 mod process;
