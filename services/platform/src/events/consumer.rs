@@ -42,6 +42,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a message waits before it is handed back when the database is unreachable.
 const STORE_DOWN_PAUSE: Duration = Duration::from_secs(1);
+/// How often a consumer checks that its channel is still connected: a consumer stream is not
+/// guaranteed to end when the connection under it dies, and a consumer that waits on it forever
+/// leaves its queue without a consumer.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+/// Longest the lanes may take to finish what they hold after the channel is gone (an ack on a
+/// dead channel must not hold the reconnect); what they had not acknowledged is redelivered.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest closing a channel may take (a dead connection never answers the close).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a consumer listens to.
 #[derive(Clone, Debug)]
@@ -376,13 +385,18 @@ async fn consume(
     let result = loop {
         tokio::select! {
             () = stop.clone().wait() => break Ok(()),
+            () = disconnected(&channel) => break Err(BrokerError::Closed),
             next = deliveries.next() => match next {
                 None => break Err(BrokerError::Closed),
                 Some(Err(err)) => break Err(err.into()),
                 Some(Ok(delivery)) => {
                     let lane = lane_of(&delivery, lanes);
-                    if senders[lane].send(delivery).await.is_err() {
-                        break Err(BrokerError::Closed);
+                    // A full lane stuck on a dead channel must not hold the loop either.
+                    tokio::select! {
+                        sent = senders[lane].send(delivery) => if sent.is_err() {
+                            break Err(BrokerError::Closed);
+                        },
+                        () = disconnected(&channel) => break Err(BrokerError::Closed),
                     }
                 }
             },
@@ -391,10 +405,27 @@ async fn consume(
     // The lanes finish what they hold; what was prefetched but not handed out goes back to the
     // queue when the channel closes.
     drop(senders);
-    while workers.join_next().await.is_some() {}
-    let _ = channel.close(200, "bye".into()).await;
-    let _ = worker.publisher.close(200, "bye".into()).await;
+    let drained = tokio::time::timeout(TEARDOWN_TIMEOUT, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            consumer = subscription.consumer,
+            "event lanes did not finish in time; abandoning them (unacknowledged events are redelivered)"
+        );
+        workers.abort_all();
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "bye".into())).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, worker.publisher.close(200, "bye".into())).await;
     result
+}
+
+/// Resolves once `channel` is no longer connected, checking every [`LIVENESS_CHECK`].
+async fn disconnected(channel: &Channel) {
+    while channel.status().connected() {
+        tokio::time::sleep(LIVENESS_CHECK).await;
+    }
 }
 
 /// The lane of a message: by aggregate, so that one aggregate's events stay in order.
