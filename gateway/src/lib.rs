@@ -6,6 +6,7 @@ pub mod dto;
 pub mod extract;
 pub mod import;
 pub mod middleware;
+pub mod ratelimit;
 pub mod routes;
 pub mod settings;
 pub mod state;
@@ -41,7 +42,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::middleware::Limiters;
+use crate::ratelimit::Limiters;
 use crate::settings::GatewaySettings;
 pub use crate::state::{AppState, Upstream};
 
@@ -194,9 +195,12 @@ impl Application {
             )?))),
             policy: Arc::new(gateway.policy.clone()),
             limiters: Arc::new(Limiters::new(
+                gateway.rate_limit_store,
                 gateway.policy.rate_limit_ip,
                 gateway.policy.rate_limit_user,
-            )),
+                gateway.redis_url.expose(),
+                &gateway.redis_key_prefix,
+            )?),
         };
         let listener = TcpListener::bind(gateway.addr).await?;
         Ok(Self {

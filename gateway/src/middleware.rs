@@ -2,18 +2,13 @@
 //! limits, and HTTP metrics.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::settings::RateLimit;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
 use shopmesh_platform::auth::{AuthError, bearer_token};
 use shopmesh_platform::grpc::{Deadline, REQUEST_ID};
 use shopmesh_platform::problem::Problem;
@@ -21,40 +16,9 @@ use shopmesh_platform::revocation::Verdict;
 use tracing::Instrument;
 
 use crate::extract::{Authentication, RequestId};
+use crate::ratelimit::Limiters;
 use crate::settings::{Cidr, GatewayPolicy};
 use crate::state::AppState;
-
-type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
-
-/// Per-IP and per-user token buckets (GCRA), in memory per gateway instance. nginx adds a
-/// per-IP limit across the whole pool.
-pub struct Limiters {
-    per_ip: KeyedLimiter<IpAddr>,
-    per_user: KeyedLimiter<String>,
-}
-
-fn quota(limit: RateLimit) -> Quota {
-    let rate = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(rate).allow_burst(burst)
-}
-
-impl Limiters {
-    pub fn new(per_ip: RateLimit, per_user: RateLimit) -> Self {
-        Self {
-            per_ip: RateLimiter::keyed(quota(per_ip)),
-            per_user: RateLimiter::keyed(quota(per_user)),
-        }
-    }
-
-    /// Forgets buckets that are full again, so memory follows active clients only.
-    pub fn prune(&self) {
-        self.per_ip.retain_recent();
-        self.per_ip.shrink_to_fit();
-        self.per_user.retain_recent();
-        self.per_user.shrink_to_fit();
-    }
-}
 
 fn too_many(wait: Duration) -> Response {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -179,11 +143,9 @@ pub async fn authenticate_and_limit(
     mut req: Request,
     next: Next,
 ) -> Response {
-    // The limiter's own clock: building a clock calibrates it, far too costly per request.
-    let now = state.limiters.per_ip.clock().now();
     let ip = client_ip(&req, &state.policy.trusted_proxies);
-    if let Err(not_until) = state.limiters.per_ip.check_key(&ip) {
-        return too_many(not_until.wait_time_from(now));
+    if let Err(wait) = state.limiters.check_ip(ip).await {
+        return too_many(wait);
     }
     let header = req
         .headers()
@@ -213,9 +175,9 @@ pub async fn authenticate_and_limit(
         }
     };
     if let Some(Ok((identity, ..))) = &verified
-        && let Err(not_until) = state.limiters.per_user.check_key(&identity.user_id)
+        && let Err(wait) = state.limiters.check_user(&identity.user_id).await
     {
-        return too_many(not_until.wait_time_from(now));
+        return too_many(wait);
     }
     // A valid signature is not enough: the session may have ended (logout) or the account's
     // access changed since the token was signed. Checked after the per-user limit, so one

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use shopmesh_platform::Profile;
 use shopmesh_platform::settings::{Env, Secret, SettingsError};
 
 /// A sustained rate with a burst allowance.
@@ -10,6 +11,28 @@ use shopmesh_platform::settings::{Env, Secret, SettingsError};
 pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,
+}
+
+/// Where the rate-limit buckets live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// In this gateway's memory: each replica has its own budget (the dev default).
+    Memory,
+    /// In Redis (`REDIS_URL`, `REDIS_KEY_PREFIX`): one budget shared by every replica (the
+    /// production default). While Redis is unreachable, a gateway limits in memory alone.
+    Redis,
+}
+
+impl std::str::FromStr for RateLimitStore {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "memory" => Ok(Self::Memory),
+            "redis" => Ok(Self::Redis),
+            other => Err(format!("{other:?} is neither `memory` nor `redis`")),
+        }
+    }
 }
 
 /// What the REST gateway enforces at the edge.
@@ -85,9 +108,12 @@ pub struct GatewaySettings {
     /// (slow-header clients would otherwise hold connections open).
     pub header_read_timeout: Duration,
     /// Where the user service records ended sessions and token versions (the same Redis and
-    /// key prefix as the user service, which reads the same two keys).
+    /// key prefix as the user service, which reads the same two keys), and where the shared
+    /// rate-limit buckets live with `RATE_LIMIT_STORE=redis`.
     pub redis_url: Secret,
     pub redis_key_prefix: String,
+    /// Where the per-IP and per-user buckets live (`RATE_LIMIT_STORE`).
+    pub rate_limit_store: RateLimitStore,
     pub policy: GatewayPolicy,
 }
 
@@ -117,6 +143,15 @@ impl GatewaySettings {
             header_read_timeout: env.millis("HEADER_READ_TIMEOUT_MS", "10000")?,
             redis_url: env.store_url("REDIS_URL", "redis://127.0.0.1:6379")?,
             redis_key_prefix: env.string("REDIS_KEY_PREFIX", "shopmesh:"),
+            rate_limit_store: {
+                let default = match env.profile() {
+                    Profile::Dev => "memory",
+                    Profile::Production => "redis",
+                };
+                env.string("RATE_LIMIT_STORE", default)
+                    .parse()
+                    .map_err(|reason| SettingsError::new("RATE_LIMIT_STORE", reason))?
+            },
             policy: GatewayPolicy {
                 cors_allowed_origins,
                 body_limit_bytes,
@@ -161,6 +196,11 @@ mod tests {
         let s = GatewaySettings::from_env(&env(&[])).unwrap();
         assert_eq!(s.addr.to_string(), "127.0.0.1:8081");
         assert_eq!(s.policy.request_timeout, Duration::from_secs(15));
+        assert_eq!(s.rate_limit_store, RateLimitStore::Memory);
+        let redis = GatewaySettings::from_env(&env(&[("RATE_LIMIT_STORE", "redis")])).unwrap();
+        assert_eq!(redis.rate_limit_store, RateLimitStore::Redis);
+        let err = GatewaySettings::from_env(&env(&[("RATE_LIMIT_STORE", "disk")])).unwrap_err();
+        assert_eq!(err.key, "RATE_LIMIT_STORE");
         let err = GatewaySettings::from_env(&env(&[("RATE_LIMIT_IP_BURST", "0")])).unwrap_err();
         assert_eq!(err.key, "RATE_LIMIT_IP_BURST");
         let err = GatewaySettings::from_env(&env(&[("BODY_LIMIT_BYTES", "10")])).unwrap_err();

@@ -12,7 +12,7 @@ use shopmesh_platform::events::Broker;
 use shopmesh_platform::jwks::JwksCache;
 use shopmesh_platform::revocation::RevocationCheck;
 
-use crate::middleware::Limiters;
+use crate::ratelimit::Limiters;
 use crate::settings::GatewayPolicy;
 
 /// A service the gateway calls: where it is and which gRPC services `/readyz` checks on it.

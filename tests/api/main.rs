@@ -20,5 +20,6 @@ mod notifications;
 mod process;
 mod saga_crash;
 mod sessions;
+mod shared_limit;
 mod tokens;
 mod validation;
