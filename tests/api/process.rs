@@ -16,7 +16,7 @@ use crate::helpers::{
 
 /// Environment for one process test: its own databases and key prefixes, and an address for
 /// every service; the guards drop its PostgreSQL databases afterwards.
-fn base_env() -> (HashMap<String, String>, String, Vec<PgDatabase>) {
+pub fn base_env() -> (HashMap<String, String>, String, Vec<PgDatabase>) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let database = format!("test_{unique}");
     let mut env: HashMap<String, String> = [
@@ -256,6 +256,32 @@ async fn admin_create_is_idempotent_and_promotes_existing_accounts() {
     assert!(String::from_utf8_lossy(&weak.stderr).contains("password"));
 }
 
+/// Makes `email` an admin with the binary's `admin create` and logs in through the gateway at
+/// `edge`: the access token.
+pub async fn admin_token(
+    env: &HashMap<String, String>,
+    dir: &TempDir,
+    edge: &str,
+    email: &str,
+) -> String {
+    let admin = shopmesh(env, dir)
+        .args(["admin", "create", "--email", email, "--password", PASSWORD])
+        .output()
+        .await
+        .unwrap();
+    assert!(admin.status.success(), "{admin:?}");
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{edge}/api/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["access_token"].as_str().unwrap().to_owned()
+}
+
 async fn wait_http(url: &str) {
     crate::helpers::wait_ready(&reqwest::Client::new(), url).await;
 }
@@ -322,30 +348,8 @@ async fn split_targets_work_as_separate_processes() {
     let edge = format!("http://127.0.0.1:{gateway_port}");
     wait_http(&format!("{edge}/readyz")).await;
 
-    let admin = shopmesh(&env, &dir)
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--password",
-            PASSWORD,
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(admin.status.success());
     let http = reqwest::Client::new();
-    let login: serde_json::Value = http
-        .post(format!("{edge}/api/auth/login"))
-        .json(&serde_json::json!({"email": "ops@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap();
+    let token = &admin_token(&env, &dir, &edge, "ops@example.com").await;
     // The product process verifies the token with keys it fetched from the user process.
     let created = http
         .post(format!("{edge}/api/admin/products"))

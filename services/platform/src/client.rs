@@ -12,6 +12,8 @@
 //!   trailers-only `UNAVAILABLE` answers, with jittered exponential backoff, never past the
 //!   deadline;
 //! - keeps a circuit breaker per upstream that fails fast while the upstream is down;
+//! - balances over the upstream's instances when its address lists several, ejecting one
+//!   that fails and readmitting it when healthy ([`crate::balance`]);
 //! - turns every transport failure into a clean `Status`, so callers only ever see statuses.
 //!
 //! It never sets `Endpoint::timeout`: that timer covers the whole exchange and used to cut
@@ -32,10 +34,12 @@ use http_body_util::{BodyExt, Full};
 use metrics::SharedString;
 use rand::Rng;
 use shopmesh_contracts::MethodPolicy;
+
+use crate::balance::Pool;
 use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tower::{Service as _, ServiceExt};
 
@@ -196,7 +200,7 @@ pub fn retry_after_secs(status: &Status) -> Option<u64> {
 /// failure is a trailers-only gRPC status response, hence the `Infallible` error type.
 #[derive(Clone)]
 pub struct MeshChannel {
-    channel: Channel,
+    pool: Arc<Pool>,
     resolver: PolicyResolver,
     metadata: Option<MetadataHook>,
     shared: Arc<Shared>,
@@ -221,8 +225,9 @@ impl fmt::Debug for MeshChannel {
 }
 
 impl MeshChannel {
-    /// A lazily connecting channel to `url` (`http://host:port`) named `upstream` in metrics,
-    /// logs and statuses. Nothing is dialled until the first call.
+    /// A lazily connecting channel to `url` (`http://host:port`, or several such addresses
+    /// separated by commas: the instances of one upstream, balanced) named `upstream` in
+    /// metrics, logs and statuses. Nothing is dialled until the first call.
     pub fn new(
         upstream: impl Into<Arc<str>>,
         url: &str,
@@ -234,16 +239,27 @@ impl MeshChannel {
             breaker_failures: policy.breaker_failures.max(1),
             ..policy
         };
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(policy.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channels = url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                let channel = Endpoint::from_shared(url.to_owned())?
+                    .connect_timeout(policy.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                Ok((url.to_owned(), channel))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if channels.is_empty() {
+            anyhow::bail!("no address given for upstream {upstream}");
+        }
         record_breaker_state(&upstream, BreakerState::Closed);
         Ok(Self {
-            channel,
+            pool: Pool::new(&upstream, channels),
             resolver: contract_policy,
             metadata: None,
             shared: Arc::new(Shared {
@@ -293,7 +309,7 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let started = Instant::now();
         let call = Call {
-            channel: self.channel.clone(),
+            pool: Arc::clone(&self.pool),
             metadata: self.metadata.clone(),
             shared: Arc::clone(&self.shared),
         };
@@ -304,7 +320,7 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
 
 /// One call in flight.
 struct Call {
-    channel: Channel,
+    pool: Arc<Pool>,
     metadata: Option<MetadataHook>,
     shared: Arc<Shared>,
 }
@@ -451,7 +467,7 @@ impl Call {
             hook(request.headers_mut());
         }
 
-        let mut channel = self.channel.clone();
+        let (instance, mut channel) = self.pool.pick();
         let exchange = async move { channel.ready().await?.call(request).await };
         match tokio::time::timeout_at(deadline, exchange).await {
             Err(_elapsed) => {
@@ -466,6 +482,8 @@ impl Call {
             }
             Ok(Err(error)) => {
                 permit.failure();
+                // The instance is gone (refused, reset): the next attempt goes elsewhere.
+                self.pool.eject(instance);
                 tracing::warn!(upstream = %self.shared.upstream, error = %error, "upstream call failed");
                 Attempt::Transient(self.unavailable().into_http())
             }

@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod balance;
 pub mod client;
 pub mod cursor;
 pub mod events;
