@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod password;
 pub mod repo;
 pub mod service;
 pub mod throttle;

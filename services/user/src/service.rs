@@ -1,10 +1,8 @@
 //! Use cases of the user service, written against the storage ports.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
 use shopmesh_platform::auth::{Identity, Jwk, LEEWAY_SECS, Role, Session, Tier};
 use shopmesh_platform::revocation::{RevocationCheck, RevocationError};
@@ -19,6 +17,7 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::events::{self, PendingEvent};
+use crate::password;
 use crate::repo::{RefreshTokens, RepoError, Rotation, UserRepo, token_family};
 use crate::throttle::{Attempt, LoginThrottle};
 
@@ -84,37 +83,14 @@ fn revocation_store(err: RevocationError) -> Error {
     Error::Internal(anyhow::Error::new(err))
 }
 
-fn hash_password(password: &str) -> Result<String, Error> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|err| Error::Internal(anyhow::anyhow!("argon2: {err}")))
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
 /// A real hash to verify against when the email is unknown, so that answer takes as long as a
-/// wrong password does.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password("decoy-password-never-matches").unwrap_or_default())
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
+/// wrong password does (made on first use, in a hashing slot like every Argon2 call).
+async fn decoy_hash() -> Result<String, Error> {
+    static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DECOY
+        .get_or_try_init(|| password::hash("decoy-password-never-matches".to_owned()))
         .await
-        .map_err(|err| Error::Internal(anyhow::anyhow!("blocking task failed: {err}")))
+        .cloned()
 }
 
 /// The current time at the millisecond precision MongoDB stores, so a freshly created record
@@ -213,7 +189,7 @@ impl UserService {
             }
         };
         let plain = password.expose().to_owned();
-        let password_hash = blocking(move || hash_password(&plain)).await??;
+        let password_hash = password::hash(plain).await?;
         let now = now();
         let user = User {
             id: uuid::Uuid::now_v7().to_string(),
@@ -280,14 +256,11 @@ impl UserService {
             ));
         }
         let found = self.users.by_email(&account).await?;
-        // The decoy hash is computed on first use; like every Argon2 call it runs on the
-        // blocking pool, never on a runtime thread.
         let hash = match &found {
             Some(user) => user.password_hash.clone(),
-            None => blocking(|| decoy_hash().to_owned()).await?,
+            None => decoy_hash().await?,
         };
-        let plain = password.to_owned();
-        let matches = blocking(move || verify_password(&plain, &hash)).await?;
+        let matches = password::verify(password.to_owned(), hash).await?;
         let user = match found {
             Some(user) if matches => user,
             _ => return Err(Error::BadCredentials),
