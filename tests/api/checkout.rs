@@ -213,6 +213,25 @@ async fn a_shopper_checks_out_and_follows_the_delivery_to_completed() {
         .map(|c| c["to"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["CREATED", "PAID", "SHIPPED", "COMPLETED"]);
+    // Every step the saga took is counted by step and outcome.
+    let metrics = reqwest::get(format!("{}/metrics", app.gateway))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for step in [
+        "RESERVE_STOCK",
+        "CHARGE_PAYMENT",
+        "COMMIT_STOCK",
+        "CREATE_SHIPMENT",
+    ] {
+        let series = format!("saga_steps_total{{step=\"SAGA_STEP_{step}\",outcome=\"advanced\"}} ");
+        assert!(
+            metrics.lines().any(|line| line.starts_with(&series)),
+            "{series} in {metrics}"
+        );
+    }
     let shipment = app
         .get(&format!("/api/orders/{id}/shipment"), Some(&shopper))
         .await;

@@ -218,7 +218,26 @@ impl Saga {
         elapsed.to_std().unwrap_or_default() > self.config.checkout_budget
     }
 
+    /// Takes one step and counts how it ended: `saga_steps_total{step, outcome}` (outcome
+    /// `advanced`, `lost` to another driver, `retry` or `error`) and
+    /// `saga_step_duration_seconds{step}`.
     async fn step(&self, full: &FullOrder, step: SagaStep) -> anyhow::Result<Next> {
+        let started = std::time::Instant::now();
+        let next = self.take_step(full, step).await;
+        let outcome = match &next {
+            Ok(Next::Advanced) => "advanced",
+            Ok(Next::Lost) => "lost",
+            Ok(Next::Retry(_)) => "retry",
+            Err(_) => "error",
+        };
+        let name = step.as_str_name();
+        metrics::counter!("saga_steps_total", "step" => name, "outcome" => outcome).increment(1);
+        metrics::histogram!("saga_step_duration_seconds", "step" => name)
+            .record(started.elapsed().as_secs_f64());
+        next
+    }
+
+    async fn take_step(&self, full: &FullOrder, step: SagaStep) -> anyhow::Result<Next> {
         let code = step as i32;
         self.crash_if(CrashPoint::Before(code));
         let next = match step {
