@@ -53,6 +53,22 @@ ensure_buf() {
     export BUF
 }
 
+# Debian's Chromium, for the storefront and console tests (tests/ui drives it headless).
+ensure_chromium() {
+    if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+    export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+}
+
+# The Node package of the browser tests (playwright-core only, from its lock file), installed
+# again when package-lock.json is newer than the last install.
+ensure_ui_tests() {
+    local pkg=$ROOT/tests/ui stamp=$ROOT/tests/ui/node_modules/.package-lock.json
+    if [ ! -f "$pkg/node_modules/playwright-core/package.json" ] || [ "$pkg/package-lock.json" -nt "$stamp" ]; then
+        log "npm ci --prefix tests/ui"
+        npm_config_loglevel=error npm ci --prefix "$pkg" --no-audit --no-fund --silent >/dev/null
+    fi
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {

@@ -234,6 +234,8 @@ pub fn render(mesh: &Mesh) -> String {
       NGINX_ENVSUBST_FILTER: "^(EDGE_LISTEN|GATEWAY_UPSTREAM_SERVERS|NGINX_RATE|NGINX_BURST)$$"
     volumes:
       - ./nginx/templates:/etc/nginx/templates:ro
+      # The storefront and console files: "ui" under the image's prefix (/etc/nginx).
+      - ./ui:/etc/nginx/ui:ro
     ports:
       - "8080:8080"
     depends_on:

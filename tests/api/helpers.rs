@@ -329,6 +329,11 @@ pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> N
         .replace("${NGINX_RATE}", "1000r/s")
         .replace("${NGINX_BURST}", "2000");
     std::fs::create_dir_all(run_dir.join("tmp")).expect("nginx tmp dir");
+    // The storefront and console files, found at "ui" under nginx's prefix.
+    let ui = run_dir.join("ui");
+    if !ui.exists() {
+        std::os::unix::fs::symlink(repo_root().join("ui"), &ui).expect("link the ui directory");
+    }
     std::fs::write(run_dir.join("nginx.conf"), main).expect("write nginx.conf");
     std::fs::write(run_dir.join("shopmesh.conf"), site).expect("write shopmesh.conf");
     let child = Command::new(nginx_binary())

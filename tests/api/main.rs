@@ -23,4 +23,5 @@ mod saga_crash;
 mod sessions;
 mod shared_limit;
 mod tokens;
+mod ui;
 mod validation;
