@@ -148,7 +148,11 @@ fn main() -> anyhow::Result<()> {
         println!("{token}");
         return Ok(());
     }
-    shopmesh_platform::telemetry::init(settings.log_format, &settings.log_filter);
+    let _telemetry = shopmesh_platform::telemetry::init(
+        settings.log_format,
+        &settings.log_filter,
+        &settings.tracing,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -55,7 +55,22 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         request_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
+    if shopmesh_platform::telemetry::exporting() {
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| req.uri().path(), axum::extract::MatchedPath::as_str);
+        span.record("otel.name", format!("{} {route}", req.method()));
+        span.record("otel.kind", "server");
+        // The caller's trace if it sent one, else the trace the request id stands for (nginx's
+        // request id is a trace id).
+        if !shopmesh_platform::telemetry::continue_from_headers(&span, req.headers()) {
+            shopmesh_platform::telemetry::continue_from_request_id(&span, &id);
+        }
+    }
     let mut response = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -23,5 +23,6 @@ mod saga_crash;
 mod sessions;
 mod shared_limit;
 mod tokens;
+mod traces;
 mod ui;
 mod validation;

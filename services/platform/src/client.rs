@@ -42,6 +42,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tower::{Service as _, ServiceExt};
+use tracing::Instrument;
 
 /// The metadata key carrying how many seconds to wait before calling a tripped upstream again.
 pub const RETRY_AFTER: &str = "retry-after";
@@ -314,6 +315,20 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
             shared: Arc::clone(&self.shared),
         };
         let rpc = (self.resolver)(request.uri().path());
+        if crate::telemetry::exporting() {
+            // A client span under the caller's, whose context travels as `traceparent`.
+            let span = tracing::info_span!(
+                "grpc.client",
+                otel.name = %request.uri().path().trim_start_matches('/'),
+                otel.kind = "client",
+                upstream = %self.shared.upstream,
+            );
+            let mut request = request;
+            crate::telemetry::inject(&span, request.headers_mut());
+            return Box::pin(
+                async move { Ok(call.run(request, rpc, started).await) }.instrument(span),
+            );
+        }
         Box::pin(async move { Ok(call.run(request, rpc, started).await) })
     }
 }

@@ -246,7 +246,20 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let span = tracing::info_span!("grpc", method = %method, request_id = %request_id);
+        let span = tracing::info_span!(
+            "grpc",
+            method = %method,
+            request_id = %request_id,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        if crate::telemetry::exporting() {
+            span.record("otel.name", method.trim_start_matches('/'));
+            span.record("otel.kind", "server");
+            if !crate::telemetry::continue_from_headers(&span, request.headers()) {
+                crate::telemetry::continue_from_request_id(&span, &request_id);
+            }
+        }
         let started = Instant::now();
         let future = self.0.call(request);
         Box::pin(

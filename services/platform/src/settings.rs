@@ -86,6 +86,8 @@ pub struct Settings {
     pub profile: Profile,
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// Where traces go (nowhere by default).
+    pub tracing: TracingSettings,
     /// Prometheus `/metrics` of a process that runs no gateway.
     pub metrics_addr: SocketAddr,
     /// Where the dev profile keeps what it generates per installation (keys, local data).
@@ -98,6 +100,16 @@ pub struct Settings {
     /// The message broker and how events are relayed and consumed.
     pub events: crate::events::EventSettings,
     pub shutdown_grace: Duration,
+}
+
+/// OpenTelemetry trace export ([`crate::telemetry`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's OTLP/HTTP base URL (`/v1/traces` is
+    /// appended), e.g. `http://otel-collector:4318`. Unset or empty: no traces are exported.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`: the `service.name` of this process's spans (default `shopmesh`).
+    pub service_name: String,
 }
 
 /// A setting that is missing or does not parse.
@@ -260,6 +272,10 @@ impl Settings {
             profile: env.profile(),
             log_format,
             log_filter: env.string("RUST_LOG", "info"),
+            tracing: TracingSettings {
+                otlp_endpoint: env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                service_name: env.string("OTEL_SERVICE_NAME", "shopmesh"),
+            },
             metrics_addr: env.parse(
                 "METRICS_ADDR",
                 &format!("{}:9464", env.string("BIND_HOST", "127.0.0.1")),

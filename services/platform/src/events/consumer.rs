@@ -26,6 +26,7 @@ use shopmesh_contracts::pb::shopmesh::events::v1::EventEnvelope;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, EventSettings};
@@ -463,12 +464,33 @@ impl Worker {
             let error = format!("event id {:?} is not a UUID", envelope.event_id);
             return self.dead_letter(delivery, &error, attempt).await;
         };
+        let span = tracing::info_span!(
+            "event",
+            consumer = self.consumer,
+            event_type = %envelope.r#type,
+            event_id = %envelope.event_id,
+            correlation_id = %envelope.correlation_id,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        if crate::telemetry::exporting() {
+            span.record("otel.name", format!("consume {}", envelope.r#type));
+            span.record("otel.kind", "consumer");
+            // The event joins the trace of the request that caused it.
+            crate::telemetry::continue_from_request_id(&span, &envelope.correlation_id);
+        }
         let event = Event {
             id,
             envelope,
             priority: delivery.properties.priority().unwrap_or(0),
             attempt,
         };
+        self.settle(delivery, event).instrument(span).await;
+    }
+
+    /// Applies a decoded event and acknowledges, retries or parks it.
+    async fn settle(&self, delivery: Delivery, event: Event) {
+        let attempt = event.attempt;
         let labels = [
             ("consumer", self.consumer.to_owned()),
             ("type", event.envelope.r#type.clone()),
