@@ -159,11 +159,22 @@ impl Application {
     ) -> anyhow::Result<Self> {
         shopmesh_platform::metrics::handle();
         let mut channels = BTreeMap::new();
+        let mut drill_channels = BTreeMap::new();
         for upstream in &upstreams {
             channels.insert(
                 upstream.name,
                 peer_channel(
                     upstream.name,
+                    &upstream.url,
+                    &settings.grpc_client,
+                    identity,
+                )?,
+            );
+            // Named apart so its calls and breaker state show separately in the metrics.
+            drill_channels.insert(
+                upstream.name,
+                peer_channel(
+                    &format!("{}-drill", upstream.name),
                     &upstream.url,
                     &settings.grpc_client,
                     identity,
@@ -187,6 +198,7 @@ impl Application {
             product: ProductServiceClient::new(channel("product")?),
             inventory: InventoryServiceClient::new(channel("product")?),
             channels: Arc::new(channels),
+            drill_channels: Arc::new(drill_channels),
             upstreams: Arc::new(upstreams),
             jwks,
             sessions: Arc::new(RevocationCheck::new(Arc::new(RedisRevocations::new(

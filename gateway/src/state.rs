@@ -42,6 +42,10 @@ pub struct AppState {
     pub events: Broker,
     /// Every event consumer of the mesh.
     pub consumers: Arc<Vec<&'static str>>,
+    /// A second channel per upstream for the fault-injection service, with a circuit breaker of
+    /// its own: the faults a drill injects open the breaker of the upstream's main channel, and
+    /// that must not keep the admin from seeing or clearing them.
+    pub drill_channels: Arc<BTreeMap<&'static str, MeshChannel>>,
 }
 
 impl AppState {

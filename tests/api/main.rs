@@ -12,6 +12,7 @@ mod catalog_cache;
 mod checkout;
 mod edge;
 mod events;
+mod faults;
 mod grpc;
 mod loadgen;
 mod log_hygiene;

@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod auth;
 pub mod cart;
 pub mod dead_letters;
+pub mod faults;
 pub mod inventory;
 pub mod notifications;
 pub mod orders;
@@ -165,5 +166,6 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(shipments::routes())
         .merge(notifications::routes())
         .merge(dead_letters::routes())
+        .merge(faults::routes())
         .merge(analytics::routes())
 }
