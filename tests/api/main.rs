@@ -7,6 +7,7 @@ mod helpers;
 
 mod account_flow;
 mod admin;
+mod admin_ops;
 mod catalog;
 mod catalog_cache;
 mod checkout;

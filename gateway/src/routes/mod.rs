@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod products;
+pub mod queues;
 pub mod shipments;
 pub mod system;
 pub mod users;
@@ -166,6 +167,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(shipments::routes())
         .merge(notifications::routes())
         .merge(dead_letters::routes())
+        .merge(queues::routes())
         .merge(faults::routes())
         .merge(analytics::routes())
 }
