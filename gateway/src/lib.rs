@@ -199,6 +199,7 @@ impl Application {
             inventory: InventoryServiceClient::new(channel("product")?),
             channels: Arc::new(channels),
             drill_channels: Arc::new(drill_channels),
+            started: std::time::Instant::now(),
             upstreams: Arc::new(upstreams),
             jwks,
             sessions: Arc::new(RevocationCheck::new(Arc::new(RedisRevocations::new(

@@ -46,6 +46,8 @@ pub struct AppState {
     /// its own: the faults a drill injects open the breaker of the upstream's main channel, and
     /// that must not keep the admin from seeing or clearing them.
     pub drill_channels: Arc<BTreeMap<&'static str, MeshChannel>>,
+    /// When this gateway process started, for the console's uptime.
+    pub started: std::time::Instant,
 }
 
 impl AppState {

@@ -1,5 +1,5 @@
 //! The admin console's operations views: the depth of every event consumer's queues on RabbitMQ
-//! (`/api/admin/queues`).
+//! (`/api/admin/queues`) and the gateway's own request counters (`/api/admin/metrics`).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use shopmesh_contracts::pb::shopmesh::common::v1::Money;
 use shopmesh_contracts::pb::shopmesh::events::v1 as events;
 use shopmesh_platform::events::{Broker, EventSettings, OutgoingEvent, new_envelope, relay};
 
-use crate::helpers::{Options, TestApp, spawn_app_with};
+use crate::helpers::{Options, TestApp, spawn_app, spawn_app_with};
 
 async fn publish(settings: &EventSettings, envelope: &events::EventEnvelope) {
     let broker = Broker::new(settings.clone(), "admin-ops-test");
@@ -177,4 +177,88 @@ async fn queue_depths_are_a_503_while_the_broker_is_unreachable() {
     let problem = reply.assert_problem(503);
     assert!(!reply.text.contains("guest"), "{}", reply.text);
     assert_eq!(problem["detail"], "the message broker is not available");
+}
+
+/// The count of one HTTP route and status in a metrics answer (0 when absent).
+fn http_count(body: &Value, method: &str, route: &str, status: u16) -> u64 {
+    body["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["method"] == method && c["route"] == route && c["status"] == status)
+        .map_or(0, |c| c["requests"].as_u64().unwrap())
+}
+
+fn grpc_count(body: &Value, service: &str, method: &str, code: &str) -> u64 {
+    body["grpc_client"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == service && c["method"] == method && c["code"] == code)
+        .map_or(0, |c| c["requests"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn gateway_request_counters_grow_with_the_requests_they_count() {
+    let app = spawn_app().await;
+    let admin = app.admin("metrics@example.com").await;
+    let customer = app.customer("counted@example.com").await;
+    app.get("/api/admin/metrics", Some(&customer))
+        .await
+        .assert_problem(403);
+    app.get("/api/admin/metrics", None)
+        .await
+        .assert_problem(401);
+
+    let first = app.get("/api/admin/metrics", Some(&admin)).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let uptime = first.body["uptime_seconds"].as_f64().unwrap();
+    assert!(uptime > 0.0, "{}", first.text);
+    let missing = uuid::Uuid::now_v7();
+    // Credentials keep the edge's micro-cache out of the way: every request reaches the gateway.
+    for _ in 0..3 {
+        let reply = app.get("/api/users/me", Some(&customer)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        app.get(&format!("/api/products/{missing}"), Some(&customer))
+            .await
+            .assert_problem(404);
+    }
+    let second = app.get("/api/admin/metrics", Some(&admin)).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    let grew = |method, route, status, by| {
+        let before = http_count(&first.body, method, route, status);
+        let after = http_count(&second.body, method, route, status);
+        assert!(
+            after >= before + by,
+            "{method} {route} {status}: {before} then {after}"
+        );
+    };
+    grew("GET", "/api/users/me", 200, 3);
+    grew("GET", "/api/products/{id}", 404, 3);
+    // The first metrics request itself was counted once it was answered.
+    grew("GET", "/api/admin/metrics", 200, 1);
+    let product = "shopmesh.product.v1.ProductService";
+    let before = grpc_count(&first.body, product, "GetProduct", "NOT_FOUND");
+    let after = grpc_count(&second.body, product, "GetProduct", "NOT_FOUND");
+    assert!(
+        after >= before + 3,
+        "GetProduct NOT_FOUND: {before} then {after}"
+    );
+    assert!(
+        grpc_count(&second.body, "shopmesh.user.v1.UserService", "GetMe", "OK") >= 3,
+        "{}",
+        second.text
+    );
+    assert!(second.body["uptime_seconds"].as_f64().unwrap() > uptime);
+    // The shape the console reads.
+    let entry = &second.body["http"][0];
+    let mut keys: Vec<&str> = entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["method", "requests", "route", "status"]);
+    assert!(entry["status"].is_u64(), "{entry}");
 }

@@ -1,6 +1,7 @@
 //! Every REST route, documented with utoipa; the OpenAPI document is generated from these.
 
 pub mod admin;
+pub mod admin_metrics;
 pub mod analytics;
 pub mod auth;
 pub mod cart;
@@ -169,5 +170,6 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(dead_letters::routes())
         .merge(queues::routes())
         .merge(faults::routes())
+        .merge(admin_metrics::routes())
         .merge(analytics::routes())
 }
