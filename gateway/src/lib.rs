@@ -44,7 +44,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::ratelimit::Limiters;
 use crate::settings::GatewaySettings;
-pub use crate::state::{AppState, Upstream};
+pub use crate::state::{AppState, DrillChannel, Upstream};
 
 /// How often idle rate-limit buckets are forgotten.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -159,7 +159,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         shopmesh_platform::metrics::handle();
         let mut channels = BTreeMap::new();
-        let mut drill_channels = BTreeMap::new();
+        let mut drill_channels = Vec::new();
         for upstream in &upstreams {
             channels.insert(
                 upstream.name,
@@ -170,16 +170,25 @@ impl Application {
                     identity,
                 )?,
             );
-            // Named apart so its calls and breaker state show separately in the metrics.
-            drill_channels.insert(
-                upstream.name,
-                peer_channel(
-                    &format!("{}-drill", upstream.name),
-                    &upstream.url,
-                    &settings.grpc_client,
-                    identity,
-                )?,
-            );
+            // One per instance of the upstream (its address may list several, comma-separated),
+            // named apart so their calls and breaker state show separately in the metrics.
+            for url in upstream
+                .url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+            {
+                drill_channels.push(DrillChannel {
+                    service: upstream.name,
+                    url: url.to_owned(),
+                    channel: peer_channel(
+                        &format!("{}-drill", upstream.name),
+                        url,
+                        &settings.grpc_client,
+                        identity,
+                    )?,
+                });
+            }
         }
         let channel = |name: &str| {
             channels

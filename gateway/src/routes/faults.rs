@@ -1,8 +1,9 @@
 //! `/api/admin/faults`: fault injection for resilience drills (admin role required). A rule makes
 //! one service's RPCs (one method, or `*` for all of them) wait `latency_ms` and/or fail with
 //! UNAVAILABLE with probability `error_rate`, wherever they are called from. The rules are set on
-//! the service's own gRPC server through the fault-injection service every server carries; a
-//! listing or a clear-all asks every upstream, each server process counted once.
+//! every instance of the service's own gRPC server through the fault-injection service every
+//! server carries; a listing or a clear-all asks every instance of every upstream, each server
+//! counted once.
 //!
 //! Every process must run with `FAULT_INJECTION_ENABLED=true` (off by default: 409 otherwise).
 //! Rules are held in memory: restarting a process clears its rules.
@@ -165,13 +166,25 @@ fn check_method(
     }
 }
 
-/// The fault-injection client of one upstream, on its drill channel.
-fn client(state: &AppState, service: &str) -> Option<FaultInjectionServiceClient<MeshChannel>> {
+/// A fault-injection client for every distinct instance of `service` (of every upstream when
+/// `None`), by instance address: several upstream names may reach the same server.
+fn instances(
+    state: &AppState,
+    service: Option<&str>,
+) -> Vec<(&'static str, FaultInjectionServiceClient<MeshChannel>)> {
+    let mut seen = BTreeSet::new();
     state
         .drill_channels
-        .get(service)
-        .cloned()
-        .map(FaultInjectionServiceClient::new)
+        .iter()
+        .filter(|drill| service.is_none_or(|service| drill.service == service))
+        .filter(|drill| seen.insert(drill.url.as_str()))
+        .map(|drill| {
+            (
+                drill.service,
+                FaultInjectionServiceClient::new(drill.channel.clone()),
+            )
+        })
+        .collect()
 }
 
 /// The caller's context with at most [`DRILL_CALL_TIMEOUT`] left.
@@ -183,17 +196,6 @@ fn drill_ctx(ctx: &CallContext) -> CallContext {
         deadline: Some(Deadline::after(left)),
         ..ctx.clone()
     }
-}
-
-/// One upstream name per distinct address: several names may reach the same server.
-fn distinct_upstreams(state: &AppState) -> Vec<&'static str> {
-    let mut seen = BTreeSet::new();
-    state
-        .upstreams
-        .iter()
-        .filter(|u| seen.insert(u.url.as_str()))
-        .map(|u| u.name)
-        .collect()
 }
 
 /// Whether a failed call means the upstream could not be asked at all.
@@ -221,11 +223,12 @@ pub async fn list_faults(
     AdminCaller(caller): AdminCaller,
 ) -> Result<axum::Json<FaultList>, Problem> {
     let ctx = drill_ctx(&caller.ctx);
-    let calls = distinct_upstreams(&state).into_iter().filter_map(|name| {
-        let mut client = client(&state, name)?;
-        let request = ctx.request(pb::ListFaultsRequest {});
-        Some(async move { (name, client.list_faults(request).await) })
-    });
+    let calls = instances(&state, None)
+        .into_iter()
+        .map(|(name, mut client)| {
+            let request = ctx.request(pb::ListFaultsRequest {});
+            async move { (name, client.list_faults(request).await) }
+        });
     let mut reached = 0usize;
     let mut enabled = true;
     let mut instances = BTreeSet::new();
@@ -306,20 +309,41 @@ pub async fn set_fault(
     if !errors.is_empty() {
         return Err(invalid(errors));
     }
-    let mut client = client(&state, &body.service).ok_or_else(|| unreachable(&body.service))?;
-    let answer = client
-        .set_fault(drill_ctx(&caller.ctx).request(pb::SetFaultRequest {
-            fault: Some(pb::Fault {
-                target: body.service.clone(),
-                method: body.method.clone(),
-                latency_ms: body.latency_ms,
-                error_rate: body.error_rate,
-            }),
-        }))
-        .await;
-    match answer {
-        Ok(response) => {
-            let fault = response.into_inner().fault.map_or(body, Fault::from_pb);
+    // Every instance of the service holds its own rules: each gets the rule. One that cannot be
+    // reached is left out (a process that restarts has no rules anyway); one that refuses
+    // decides the answer.
+    let ctx = drill_ctx(&caller.ctx);
+    let request = pb::SetFaultRequest {
+        fault: Some(pb::Fault {
+            target: body.service.clone(),
+            method: body.method.clone(),
+            latency_ms: body.latency_ms,
+            error_rate: body.error_rate,
+        }),
+    };
+    let calls = instances(&state, Some(&body.service))
+        .into_iter()
+        .map(|(_, mut client)| {
+            let request = ctx.request(request.clone());
+            async move { client.set_fault(request).await }
+        });
+    let mut stored = None;
+    let mut refusal = None;
+    for answer in futures::future::join_all(calls).await {
+        match answer {
+            Ok(response) => stored = stored.or(response.into_inner().fault),
+            Err(status) if is_unreachable(&status) => {
+                tracing::warn!(service = %body.service, code = ?status.code(), "setting a fault failed");
+            }
+            Err(status) => refusal = refusal.or(Some(status)),
+        }
+    }
+    match (refusal, stored) {
+        (Some(status), _) if status.code() == Code::FailedPrecondition => Err(disabled()),
+        (Some(status), _) => Err(upstream(status)),
+        (None, None) => Err(unreachable(&body.service)),
+        (None, Some(fault)) => {
+            let fault = Fault::from_pb(fault);
             tracing::warn!(
                 service = %fault.service,
                 method = %fault.method,
@@ -330,12 +354,6 @@ pub async fn set_fault(
             );
             Ok(axum::Json(fault))
         }
-        Err(status) if status.code() == Code::FailedPrecondition => Err(disabled()),
-        Err(status) if is_unreachable(&status) => {
-            tracing::warn!(service = %body.service, code = ?status.code(), "setting a fault failed");
-            Err(unreachable(&body.service))
-        }
-        Err(status) => Err(upstream(status)),
     }
 }
 
@@ -379,16 +397,13 @@ pub async fn clear_faults(
         target: query.service.clone().unwrap_or_default(),
         method: query.method.clone().unwrap_or_default(),
     };
-    // A service's rules live on its own server; clearing every rule asks every server.
-    let names = match target {
-        Some(upstream) => vec![upstream.name],
-        None => distinct_upstreams(&state),
-    };
-    let calls = names.into_iter().filter_map(|name| {
-        let mut client = client(&state, name)?;
-        let request = ctx.request(request.clone());
-        Some(async move { (name, client.clear_faults(request).await) })
-    });
+    // A service's rules live on its own servers; clearing every rule asks every server.
+    let calls = instances(&state, target.map(|upstream| upstream.name))
+        .into_iter()
+        .map(|(name, mut client)| {
+            let request = ctx.request(request.clone());
+            async move { (name, client.clear_faults(request).await) }
+        });
     let mut cleared = 0usize;
     let mut disabled_count = 0usize;
     let mut failed = Vec::new();
