@@ -44,7 +44,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::ratelimit::Limiters;
 use crate::settings::GatewaySettings;
-pub use crate::state::{AppState, Upstream};
+pub use crate::state::{AppState, DrillChannel, Upstream};
 
 /// How often idle rate-limit buckets are forgotten.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -159,6 +159,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         shopmesh_platform::metrics::handle();
         let mut channels = BTreeMap::new();
+        let mut drill_channels = Vec::new();
         for upstream in &upstreams {
             channels.insert(
                 upstream.name,
@@ -169,6 +170,25 @@ impl Application {
                     identity,
                 )?,
             );
+            // One per instance of the upstream (its address may list several, comma-separated),
+            // named apart so their calls and breaker state show separately in the metrics.
+            for url in upstream
+                .url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+            {
+                drill_channels.push(DrillChannel {
+                    service: upstream.name,
+                    url: url.to_owned(),
+                    channel: peer_channel(
+                        &format!("{}-drill", upstream.name),
+                        url,
+                        &settings.grpc_client,
+                        identity,
+                    )?,
+                });
+            }
         }
         let channel = |name: &str| {
             channels
@@ -187,6 +207,8 @@ impl Application {
             product: ProductServiceClient::new(channel("product")?),
             inventory: InventoryServiceClient::new(channel("product")?),
             channels: Arc::new(channels),
+            drill_channels: Arc::new(drill_channels),
+            started: std::time::Instant::now(),
             upstreams: Arc::new(upstreams),
             jwks,
             sessions: Arc::new(RevocationCheck::new(Arc::new(RedisRevocations::new(

@@ -25,6 +25,16 @@ pub struct Upstream {
     pub consumers: Vec<&'static str>,
 }
 
+/// The fault-injection channel of one instance of an upstream: rules live in each server's
+/// memory, so a drill reaches every instance rather than whichever one a balanced call picks.
+#[derive(Clone, Debug)]
+pub struct DrillChannel {
+    pub service: &'static str,
+    /// The instance's own address.
+    pub url: String,
+    pub channel: MeshChannel,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     /// The channel of every upstream, by service name (each with its own circuit breaker).
@@ -42,6 +52,12 @@ pub struct AppState {
     pub events: Broker,
     /// Every event consumer of the mesh.
     pub consumers: Arc<Vec<&'static str>>,
+    /// A channel to every instance of every upstream for the fault-injection service, each with
+    /// a circuit breaker of its own: the faults a drill injects open the breaker of the
+    /// upstream's main channel, and that must not keep the admin from seeing or clearing them.
+    pub drill_channels: Arc<Vec<DrillChannel>>,
+    /// When this gateway process started, for the console's uptime.
+    pub started: std::time::Instant,
 }
 
 impl AppState {

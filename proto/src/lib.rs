@@ -47,6 +47,11 @@ pub mod pb {
                 tonic::include_proto!("shopmesh.payment.v1");
             }
         }
+        pub mod platform {
+            pub mod v1 {
+                tonic::include_proto!("shopmesh.platform.v1");
+            }
+        }
         pub mod product {
             pub mod v1 {
                 tonic::include_proto!("shopmesh.product.v1");

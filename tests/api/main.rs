@@ -7,12 +7,14 @@ mod helpers;
 
 mod account_flow;
 mod admin;
+mod admin_ops;
 mod balance;
 mod catalog;
 mod catalog_cache;
 mod checkout;
 mod edge;
 mod events;
+mod faults;
 mod grpc;
 mod loadgen;
 mod log_hygiene;

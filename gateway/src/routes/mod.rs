@@ -1,15 +1,18 @@
 //! Every REST route, documented with utoipa; the OpenAPI document is generated from these.
 
 pub mod admin;
+pub mod admin_metrics;
 pub mod analytics;
 pub mod auth;
 pub mod cart;
 pub mod dead_letters;
+pub mod faults;
 pub mod inventory;
 pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod products;
+pub mod queues;
 pub mod shipments;
 pub mod system;
 pub mod users;
@@ -165,5 +168,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(shipments::routes())
         .merge(notifications::routes())
         .merge(dead_letters::routes())
+        .merge(queues::routes())
+        .merge(faults::routes())
+        .merge(admin_metrics::routes())
         .merge(analytics::routes())
 }

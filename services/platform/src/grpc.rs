@@ -1,6 +1,7 @@
 //! gRPC plumbing shared by every service: a server that always carries health, reflection (v1 and
 //! v1alpha), the method guard (who may call what, per the contracts' policy table, and how long
-//! a call may run), request-id spans and metrics; and the metadata (request id, caller token,
+//! a call may run), fault injection for drills (off unless enabled), request-id spans and metrics;
+//! and the metadata (request id, caller token,
 //! deadline) that travels with each outbound call.
 
 use std::convert::Infallible;
@@ -24,6 +25,7 @@ use tracing::Instrument;
 use shopmesh_contracts::{Access, MethodPolicy, policy};
 
 use crate::auth::{AuthError, Identity, TokenVerifier, bearer_token};
+use crate::faults::{FaultInjection, FaultLayer, FaultRules};
 use crate::identity::{SERVICE_TOKEN, ServiceIdentity, ServiceVerifier};
 use crate::jwks::JwksCache;
 use crate::settings::GrpcServerSettings;
@@ -59,6 +61,7 @@ pub struct GrpcServer {
     health: HealthReporter,
     services: Vec<&'static str>,
     guard: GuardConfig,
+    faults: FaultRules,
 }
 
 /// What the method guard checks credentials with, and the server-side time limits.
@@ -112,7 +115,7 @@ impl GrpcServerBuilder {
         self.serve_on(TcpListener::bind(addr).await?).await
     }
 
-    /// Adds health and reflection to a listener bound by the caller.
+    /// Adds health, reflection and fault injection to a listener bound by the caller.
     pub async fn serve_on(self, listener: TcpListener) -> anyhow::Result<GrpcServer> {
         crate::metrics::handle();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -136,10 +139,14 @@ impl GrpcServerBuilder {
                 |builder, service| builder.with_service_name(*service),
             )
         };
+        // Every server carries the drill service; it is not advertised through reflection, which
+        // lists what the server is for.
+        let faults = FaultRules::new(self.guard.limits.fault_injection);
         let routes = self
             .routes
             .ok_or_else(|| anyhow::anyhow!("a gRPC server needs at least one service"))?
             .add_service(health_service)
+            .add_service(FaultInjection::server(faults.clone()))
             .add_service(reflection("grpc.reflection.v1.ServerReflection").build_v1()?)
             .add_service(reflection("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()?);
         Ok(GrpcServer {
@@ -148,6 +155,7 @@ impl GrpcServerBuilder {
             health,
             services: self.services,
             guard: self.guard,
+            faults,
         })
     }
 }
@@ -198,11 +206,18 @@ impl GrpcServer {
             conn
         });
         let guard = self.guard.clone();
+        let faults = self.faults.clone();
         let server = tonic::transport::Server::builder()
             .layer(tower::layer::layer_fn(GrpcObserve))
             .layer(tower::layer::layer_fn(move |inner| MethodGuard {
                 inner,
                 config: guard.clone(),
+            }))
+            // Inside the guard: only admitted calls are faulted, and an added delay counts
+            // against the call's deadline like real slowness would.
+            .layer(tower::layer::layer_fn(move |inner| FaultLayer {
+                inner,
+                rules: faults.clone(),
             }))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, signal);

@@ -1,6 +1,6 @@
 //! Shared plumbing for every shopmesh service, written once: the service registration trait and
 //! runner (`mesh`), typed settings, telemetry, graceful shutdown, access-token verification,
-//! service identity, the gRPC server builder (health, reflection, method guard, request id), the
+//! service identity, the gRPC server builder (health, reflection, method guard, fault injection, request id), the
 //! resilient gRPC client, the gRPC status → problem+json mapping, metrics, and small shared
 //! kits (timestamps, text validation, cursors).
 
@@ -10,6 +10,7 @@ pub mod balance;
 pub mod client;
 pub mod cursor;
 pub mod events;
+pub mod faults;
 pub mod grpc;
 pub mod identity;
 pub mod jwks;

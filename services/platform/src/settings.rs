@@ -77,6 +77,9 @@ pub struct GrpcServerSettings {
     pub unary_timeout: Duration,
     /// Longest a long-running stream may run.
     pub stream_timeout: Duration,
+    /// Whether the server's fault-injection service may set rules (`FAULT_INJECTION_ENABLED`);
+    /// off by default, for drills only.
+    pub fault_injection: bool,
 }
 
 /// Settings every process of the mesh reads. Each service and the gateway read their own keys
@@ -298,6 +301,7 @@ impl Settings {
             grpc_server: GrpcServerSettings {
                 unary_timeout: env.millis("GRPC_SERVER_TIMEOUT_MS", "10000")?,
                 stream_timeout,
+                fault_injection: env.parse("FAULT_INJECTION_ENABLED", "false")?,
             },
             events: crate::events::EventSettings::from_env(env)?,
             shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", "10")?,

@@ -10,7 +10,8 @@
 //! - `Pc.retry`: holds it for the retry delay (`x-message-ttl`), then dead-letters it back to
 //!   `Pc`. RabbitMQ's `x-death` header counts the attempts, across consumer restarts.
 //! - `Pc.dead-letter`: after the last attempt the consumer parks the message here with its
-//!   error in headers; [`dead_letters`] lists and re-drives them.
+//!   error in headers; [`dead_letters`] lists and re-drives them; [`depth`] counts what waits
+//!   in each of the three queues.
 //!
 //! Delivery is at least once at every hop; effects are exactly once because a consumer records
 //! the event id in its inbox table in the transaction of the event's effect.
@@ -18,6 +19,7 @@
 pub mod broker;
 pub mod consumer;
 pub mod dead_letters;
+pub mod depth;
 pub mod relay;
 
 use std::time::Duration;
