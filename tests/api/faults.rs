@@ -443,3 +443,107 @@ async fn a_fault_set_at_the_gateway_takes_effect_in_the_service_process() {
     assert_eq!(cleared.status, 204, "{}", cleared.text);
     until_status(&http, &product, &token, 200).await;
 }
+
+/// Two product instances behind one balanced upstream: a drill reaches both, whichever one a
+/// shopper's read lands on, and the listing counts the rule once.
+#[tokio::test]
+async fn a_fault_reaches_every_instance_of_a_balanced_service() {
+    let dir = TempDir::new("shopmesh-faults-lb");
+    let (mut env, _, _db) = crate::process::base_env();
+    env.insert(ENABLED.0.to_owned(), ENABLED.1.to_owned());
+    let (port_a, port_b) = (free_port(), free_port());
+    let gateway_port = free_port();
+    env.insert(
+        "PRODUCT_GRPC_URL".to_owned(),
+        format!("http://127.0.0.1:{port_a},http://127.0.0.1:{port_b}"),
+    );
+    env.insert(
+        "GATEWAY_ADDR".to_owned(),
+        format!("127.0.0.1:{gateway_port}"),
+    );
+    let product = |port: u16| {
+        let mut env = env.clone();
+        env.insert("PRODUCT_GRPC_ADDR".to_owned(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "METRICS_ADDR".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        shopmesh(&env, &dir)
+            .args(["serve", "--target", "product"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let _a = product(port_a);
+    let _b = product(port_b);
+    let mut rest_env = env.clone();
+    rest_env.insert(
+        "METRICS_ADDR".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let _rest = shopmesh(&rest_env, &dir)
+        .args([
+            "serve",
+            "--target",
+            "gateway,user,cart,order,payment,delivery,notification,analytics",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let edge = format!("http://127.0.0.1:{gateway_port}");
+    let http = reqwest::Client::new();
+    crate::helpers::wait_ready(&http, &format!("{edge}/readyz")).await;
+    let token = crate::process::admin_token(&env, &dir, &edge, "lb-drill@example.com").await;
+    let created = Reply::from(
+        http.post(format!("{edge}/api/admin/products"))
+            .bearer_auth(&token)
+            .json(&json!({"sku": "LB-DRILL", "name": "Balanced drill", "price": {"amount": 100, "currency": "USD"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let page = format!(
+        "{edge}/api/products/{}",
+        created.body["id"].as_str().unwrap()
+    );
+    let slow =
+        json!({"service": "product", "method": "GetProduct", "latency_ms": 200, "error_rate": 0.0});
+    let set = put(&http, &edge, slow.clone(), Some(&token)).await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    // Reads take turns over the instances: every one of them is slow.
+    for _ in 0..6 {
+        let (reply, elapsed) = call(&http, reqwest::Method::GET, page.clone(), &token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    }
+    let (listed, _) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{edge}/api/admin/faults"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        listed.body,
+        json!({"enabled": true, "faults": [slow]}),
+        "{}",
+        listed.text
+    );
+    let (cleared, _) = call(
+        &http,
+        reqwest::Method::DELETE,
+        format!("{edge}/api/admin/faults"),
+        &token,
+    )
+    .await;
+    assert_eq!(cleared.status, 204, "{}", cleared.text);
+    for _ in 0..6 {
+        let (reply, elapsed) = call(&http, reqwest::Method::GET, page.clone(), &token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert!(elapsed < Duration::from_millis(200), "{elapsed:?}");
+    }
+}
