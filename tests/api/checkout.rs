@@ -764,3 +764,47 @@ async fn one_user_cannot_hold_more_than_the_limit_in_checkouts_still_running() {
     let third = checkout(&app, &shopper, "hold-3", VISA_OK).await;
     assert_eq!(third.body["status"], "PAID", "{}", third.text);
 }
+
+/// How many calls of `method` the product service has served (the whole mesh runs in this
+/// process, so the gateway's `/metrics` shows it).
+async fn product_calls(app: &TestApp, method: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", app.gateway))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let path = format!("method=\"/shopmesh.product.v1.ProductService/{method}\"");
+    text.lines()
+        .filter(|line| line.starts_with("grpc_server_requests_total{") && line.contains(&path))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn adding_to_a_cart_reads_each_product_from_the_catalog_once() {
+    let app = spawn_app().await;
+    let admin = app.admin("cart-admin@example.com").await;
+    stock_product(&app, &admin, "ONCE-1", 1250, 10).await;
+    stock_product(&app, &admin, "ONCE-2", 800, 10).await;
+    let shopper = app.customer("once@example.com").await;
+
+    // The first product: looked up by SKU, and the cart of one line is priced from that answer.
+    let (by_sku, batch) = (
+        product_calls(&app, "GetProductBySku").await,
+        product_calls(&app, "BatchGetProducts").await,
+    );
+    let first = add(&app, &shopper, "ONCE-1", 2).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["total"]["amount"], 2500);
+    assert_eq!(product_calls(&app, "GetProductBySku").await, by_sku + 1.0);
+    assert_eq!(product_calls(&app, "BatchGetProducts").await, batch);
+
+    // The second: its own lookup, and one read of the other line's current price.
+    let second = add(&app, &shopper, "ONCE-2", 1).await;
+    assert_eq!(second.status, 201, "{}", second.text);
+    assert_eq!(second.body["total"]["amount"], 3300);
+    assert_eq!(second.body["item_count"], 3);
+    assert_eq!(product_calls(&app, "GetProductBySku").await, by_sku + 2.0);
+    assert_eq!(product_calls(&app, "BatchGetProducts").await, batch + 1.0);
+}

@@ -139,16 +139,19 @@ impl CartService {
             )));
         }
         let line = Line {
-            product_id: product.id,
-            sku: product.sku,
-            name: product.name,
+            product_id: product.id.clone(),
+            sku: product.sku.clone(),
+            name: product.name.clone(),
             quantity,
-            unit_price: product.price,
+            unit_price: product.price.clone(),
         };
         match self.store.add(owner, &line, now_ms()).await? {
-            AddOutcome::Added { cart, created } => {
-                Ok((self.priced(owner, cart, ctx).await?, created))
-            }
+            // The product was read from the catalog a moment ago, for this request: only the
+            // cart's other lines need reading (none, for a cart of one product).
+            AddOutcome::Added { cart, created } => Ok((
+                self.priced_knowing(owner, cart, ctx, Some(product)).await?,
+                created,
+            )),
             AddOutcome::QuantityCap { current } => Err(Error::FailedPrecondition(format!(
                 "a line holds at most {MAX_QUANTITY} units; this one holds {current}"
             ))),
@@ -440,11 +443,31 @@ impl CartService {
         stored: StoredCart,
         ctx: &CallContext,
     ) -> Result<CartView, Error> {
+        self.priced_knowing(owner, stored, ctx, None).await
+    }
+
+    /// [`Self::priced`], with `known` a product this request has just read from the catalog
+    /// (it is not read again).
+    async fn priced_knowing(
+        &self,
+        owner: &Owner,
+        stored: StoredCart,
+        ctx: &CallContext,
+        known: Option<CatalogProduct>,
+    ) -> Result<CartView, Error> {
         if stored.lines.is_empty() {
             return self.view(owner, Vec::new(), None);
         }
-        let ids: Vec<String> = stored.lines.iter().map(|l| l.product_id.clone()).collect();
-        let catalog = self.catalog(&ids, ctx).await?;
+        let ids: Vec<String> = stored
+            .lines
+            .iter()
+            .map(|l| l.product_id.clone())
+            .filter(|id| known.as_ref().is_none_or(|known| known.id != *id))
+            .collect();
+        let mut catalog = self.catalog(&ids, ctx).await?;
+        if let Some(known) = known {
+            catalog.insert(known.id.clone(), known);
+        }
         let priced = domain::price_lines(&stored.lines, &catalog)
             .map_err(|err| Error::Internal(anyhow::Error::new(err)))?;
         let changed: Vec<Line> = priced
