@@ -312,6 +312,20 @@ impl Drop for Nginx {
     }
 }
 
+/// Copies the directory tree `from` to `to` (created), files readable by everyone.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the directory to copy") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
 /// Renders the project's nginx templates for one gateway and starts nginx on `edge_port`.
 pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> Nginx {
     let root = repo_root().join("nginx");
@@ -329,11 +343,10 @@ pub async fn start_nginx(run_dir: &Path, edge_port: u16, gateway_port: u16) -> N
         .replace("${NGINX_RATE}", "1000r/s")
         .replace("${NGINX_BURST}", "2000");
     std::fs::create_dir_all(run_dir.join("tmp")).expect("nginx tmp dir");
-    // The storefront and console files, found at "ui" under nginx's prefix.
-    let ui = run_dir.join("ui");
-    if !ui.exists() {
-        std::os::unix::fs::symlink(repo_root().join("ui"), &ui).expect("link the ui directory");
-    }
+    // The storefront and console files, found at "ui" under nginx's prefix: copied, not
+    // linked, since nginx's workers (nobody, when started by root) may not be allowed into the
+    // checkout.
+    copy_tree(&repo_root().join("ui"), &run_dir.join("ui"));
     std::fs::write(run_dir.join("nginx.conf"), main).expect("write nginx.conf");
     std::fs::write(run_dir.join("shopmesh.conf"), site).expect("write shopmesh.conf");
     let child = Command::new(nginx_binary())
