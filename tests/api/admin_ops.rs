@@ -34,8 +34,74 @@ async fn publish(settings: &EventSettings, envelope: &events::EventEnvelope) {
     broker.close().await;
 }
 
+/// Publishes an `order.paid` of a customer the notification service has never heard of: it cannot
+/// be addressed, so the notification consumer retries it and parks it (with
+/// `EVENTS_MAX_ATTEMPTS` 2, within seconds). Returns the customer's id and the event's.
+pub(crate) async fn park_an_unaddressable_order_paid(
+    app: &TestApp,
+    admin: &str,
+) -> (String, String) {
+    let before = queue(app, admin, "notification").await["dead_letters"]
+        .as_u64()
+        .unwrap();
+    let ghost = uuid::Uuid::now_v7().to_string();
+    let order_id = uuid::Uuid::now_v7().to_string();
+    let usd = |amount_minor| {
+        Some(Money {
+            amount_minor,
+            currency: "USD".into(),
+        })
+    };
+    let paid = new_envelope(
+        "order",
+        &order_id,
+        "order.paid",
+        "OrderPaid",
+        &events::OrderPaid {
+            order_id: order_id.clone(),
+            user_id: ghost.clone(),
+            total: usd(1000),
+            lines: vec![events::OrderLine {
+                product_id: "p1".into(),
+                sku: "GHOST-1".into(),
+                product_name: "Ghost mug".into(),
+                unit_price: usd(1000),
+                quantity: 1,
+                line_total: usd(1000),
+            }],
+            ..Default::default()
+        },
+    );
+    publish(&app.settings.events, &paid).await;
+    eventually("the event is dead-lettered", async || {
+        queue(app, admin, "notification").await["dead_letters"] == before + 1
+    })
+    .await;
+    (ghost, paid.event_id)
+}
+
+/// Publishes the registration of `user_id`, after which its parked events can be delivered.
+pub(crate) async fn register(app: &TestApp, user_id: &str) {
+    publish(
+        &app.settings.events,
+        &new_envelope(
+            "user",
+            user_id,
+            "user.registered",
+            "UserRegistered",
+            &events::UserRegistered {
+                user_id: user_id.to_owned(),
+                email: format!("{user_id}@example.com"),
+                name: "Ghost".into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+}
+
 /// The queue entry of `consumer`.
-async fn queue(app: &TestApp, admin: &str, consumer: &str) -> Value {
+pub(crate) async fn queue(app: &TestApp, admin: &str, consumer: &str) -> Value {
     let reply = app.get("/api/admin/queues", Some(admin)).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.body["queues"]
@@ -47,7 +113,7 @@ async fn queue(app: &TestApp, admin: &str, consumer: &str) -> Value {
         .unwrap_or_else(|| panic!("no {consumer} queue: {}", reply.text))
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(30);
     while !check().await {
         assert!(Instant::now() < until, "timed out waiting for: {what}");
@@ -87,66 +153,13 @@ async fn queue_depths_show_a_parked_event_until_it_is_redriven() {
     assert_eq!(queue(&app, &admin, "notification").await["dead_letters"], 0);
 
     // An order paid by a customer the notification service has not heard of cannot be
-    // addressed: retried, then parked.
-    let ghost = uuid::Uuid::now_v7().to_string();
-    let order_id = uuid::Uuid::now_v7().to_string();
-    let usd = |amount_minor| {
-        Some(Money {
-            amount_minor,
-            currency: "USD".into(),
-        })
-    };
-    let paid = new_envelope(
-        "order",
-        &order_id,
-        "order.paid",
-        "OrderPaid",
-        &events::OrderPaid {
-            order_id: order_id.clone(),
-            user_id: ghost.clone(),
-            total: usd(1000),
-            lines: vec![events::OrderLine {
-                product_id: "p1".into(),
-                sku: "GHOST-1".into(),
-                product_name: "Ghost mug".into(),
-                unit_price: usd(1000),
-                quantity: 1,
-                line_total: usd(1000),
-            }],
-            ..Default::default()
-        },
-    );
-    let settings = app.settings.events.clone();
-    publish(&settings, &paid).await;
-    eventually("the event is dead-lettered", async || {
-        queue(&app, &admin, "notification").await["dead_letters"] == 1
-    })
-    .await;
-
-    // The customer's registration arrives; the re-driven event goes through and the
-    // dead-letter queue is empty again.
-    publish(
-        &settings,
-        &new_envelope(
-            "user",
-            &ghost,
-            "user.registered",
-            "UserRegistered",
-            &events::UserRegistered {
-                user_id: ghost.clone(),
-                email: "ghost@example.com".into(),
-                name: "Ghost".into(),
-                ..Default::default()
-            },
-        ),
-    )
-    .await;
+    // addressed: retried, then parked. The customer's registration arrives; the re-driven event
+    // goes through and the dead-letter queue is empty again.
+    let (ghost, event_id) = park_an_unaddressable_order_paid(&app, &admin).await;
+    register(&app, &ghost).await;
     let redrive = app
         .post(
-            &format!(
-                "/api/admin/dead-letters/notification/{}/redrive",
-                paid.event_id
-            ),
+            &format!("/api/admin/dead-letters/notification/{event_id}/redrive"),
             Value::Null,
             Some(&admin),
         )

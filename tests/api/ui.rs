@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::admin_ops::{park_an_unaddressable_order_paid, queue, register};
 use crate::checkout::{VISA_OK, add, checkout};
-use crate::helpers::{PASSWORD, Reply, TestApp, repo_root, spawn_app};
+use crate::helpers::{Options, PASSWORD, Reply, TestApp, repo_root, spawn_app, spawn_app_with};
 
 const ADMIN: &str = "console-admin@example.com";
 
@@ -171,6 +172,56 @@ async fn an_admin_refunds_an_order_and_sees_stock_and_analytics_change() {
     assert_eq!(after.body["refunded_total"]["amount"], 1600);
     let stock = app.get("/api/admin/inventory/TOWEL-1", Some(&admin)).await;
     assert_eq!(stock.body["stock"]["on_hand"], 20, "{}", stock.text);
+}
+
+#[tokio::test]
+async fn an_admin_reads_rates_and_queues_runs_a_fault_drill_and_redrives_a_dead_letter() {
+    let app = spawn_app_with(Options {
+        env: vec![
+            ("FAULT_INJECTION_ENABLED", "true".to_owned()),
+            // A parked event within seconds.
+            ("EVENTS_MAX_ATTEMPTS", "2".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let (admin, product) = seed(&app).await;
+    // A parked event whose cause is then fixed: re-driven, it goes through.
+    let (ghost, event) = park_an_unaddressable_order_paid(&app, &admin).await;
+    register(&app, &ghost).await;
+    let consumers: Vec<&str> = shopmesh::services()
+        .iter()
+        .flat_map(|service| service.subscriptions())
+        .map(|subscription| subscription.consumer)
+        .collect();
+    assert!(consumers.contains(&"notification"), "{consumers:?}");
+    run_spec(
+        &app,
+        "operations.mjs",
+        &[
+            ("ADMIN_EMAIL", ADMIN.to_owned()),
+            ("ADMIN_PASSWORD", PASSWORD.to_owned()),
+            ("PRODUCT_ID", product.clone()),
+            ("PRODUCT_NAME", CATALOG[0].1.to_owned()),
+            ("CONSUMERS", consumers.join(",")),
+            ("DEAD_EVENT_ID", event),
+        ],
+    )
+    .await;
+    // What the console showed is what the system holds: no rule left, nothing parked, and the
+    // product served again.
+    let faults = app.get("/api/admin/faults", Some(&admin)).await;
+    assert_eq!(
+        faults.body,
+        json!({"enabled": true, "faults": []}),
+        "{}",
+        faults.text
+    );
+    assert_eq!(queue(&app, &admin, "notification").await["dead_letters"], 0);
+    let page = app
+        .get(&format!("/api/products/{product}"), Some(&admin))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ function cents(text) {
   return Math.round(Number(text.replace(/[^0-9.]/g, "")) * 100);
 }
 
-await run("an admin refunds an order and sees stock and analytics change", async ({ page }) => {
+await run("an admin refunds an order and sees stock and analytics change", async ({ page, allowStatus }) => {
   await page.goto("/admin/");
   await waitText(page.locator("main h1"), "Console sign-in");
   await page.getByLabel("Email").fill(ADMIN_EMAIL);
@@ -29,8 +29,8 @@ await run("an admin refunds an order and sees stock and analytics change", async
   for (const service of ["user", "product", "cart", "order", "payment", "delivery"]) {
     assert(health.some((t) => t.startsWith(service) && t.includes("Serving")), `${service} is serving: ${JSON.stringify(health)}`);
   }
+  // (Its screenshot, with rates, comes from operations.mjs.)
   await waitText(page.locator("main"), /Requests and errors/);
-  await shot(page, "admin-overview");
 
   // The stock of the ordered SKU before the refund.
   await page.goto(`/admin/#/inventory/${ORDER_SKU}`);
@@ -89,4 +89,17 @@ await run("an admin refunds an order and sees stock and analytics change", async
     assert(!text.includes("Something went wrong"), `${hash} renders: ${text}`);
   }
   await waitText(page.locator("main"), ORDER_SKU);
+
+  // This mesh runs without fault injection: the console says so, and a drill is refused with
+  // the gateway's reason.
+  allowStatus("/api/admin/faults", 409);
+  await page.getByRole("link", { name: "Fault injection" }).click();
+  await waitText(page.locator("main h1"), "Fault injection");
+  await waitText(page.locator("main"), "Fault injection is disabled on this installation");
+  await page.getByLabel("Service").selectOption("product");
+  await page.getByLabel("Method (or *)").fill("GetProduct");
+  await page.getByLabel("Error rate (%)").fill("100");
+  await page.getByRole("button", { name: "Set fault" }).click();
+  await waitText(page.getByRole("alert"), "fault injection is disabled: start every process of the mesh with FAULT_INJECTION_ENABLED=true");
+  await waitText(page.locator("main"), "No faults");
 });

@@ -1,65 +1,26 @@
 // The admin console: a hash-routed single page over the REST edge's admin routes.
 import { Api, ApiError, Session, minor, money, when } from "/common/api.js";
-import { announce, clearStaleStatus, field, focusMain, formData, h, installSkipLink, replace, spinner } from "/common/dom.js";
+import { announce, field, formData, h, installSkipLink, replace, spinner } from "/common/dom.js";
+import { route } from "/common/router.js";
 import { barChart } from "/admin/chart.js";
 
 const session = new Session("admin");
 const api = new Api(session);
 const view = document.getElementById("view");
 
+// Every view needs an administrator: signed out, any hash shows the sign-in form.
 const routes = [
   [/^#?\/?$/, overview],
   [/^#\/orders(\?.*)?$/, orders],
-  [/^#\/order\/([^/?]+)$/, order],
+  [/^#\/order\/([^/?]+)$/, order, { nav: "orders" }],
   [/^#\/inventory(\?.*)?$/, inventory],
-  [/^#\/inventory\/([^/?]+)$/, stockPage],
+  [/^#\/inventory\/([^/?]+)$/, stockPage, { nav: "inventory" }],
   [/^#\/analytics(\?.*)?$/, analytics],
   [/^#\/events$/, events],
   [/^#\/faults$/, faults],
 ];
 
-let firstView = true; // The first view keeps the browser's focus (the skip link comes first).
-let leave = null; // Cleanup of the current view (the overview's metrics poll).
-
-async function route() {
-  if (leave) {
-    leave();
-    leave = null;
-  }
-  renderWho();
-  if (!session.signedIn) {
-    markNav("");
-    signIn();
-    if (!firstView) focusMain();
-    firstView = false;
-    return;
-  }
-  const hash = location.hash || "#/";
-  for (const [pattern, render] of routes) {
-    const match = hash.match(pattern);
-    if (!match) continue;
-    markNav(render.name);
-    clearStaleStatus();
-    replace(view, spinner());
-    try {
-      await render(...match.slice(1));
-    } catch (err) {
-      showError(err);
-    }
-    if (!firstView) focusMain();
-    firstView = false;
-    return;
-  }
-  replace(view, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the overview")));
-}
-
-function markNav(name) {
-  const section = { order: "orders", stockPage: "inventory" }[name] || name;
-  for (const link of document.querySelectorAll("header nav a")) {
-    if (link.dataset.route === section) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-  }
-}
+let rerender = () => {}; // Renders the current hash again (set once routing starts, below).
 
 function describe(err) {
   if (err instanceof ApiError) return err.describe();
@@ -70,7 +31,7 @@ function showError(err) {
   if (err instanceof ApiError && err.status === 401) {
     session.tokens = null;
     announce("Your session ended; sign in again.", "error");
-    route();
+    rerender();
     return;
   }
   replace(view, h("h1", {}, "Something went wrong"), h("p", { class: "alert", role: "alert" }, describe(err)));
@@ -93,7 +54,7 @@ function renderWho() {
           type: "button",
           onclick: async () => {
             await api.logout().catch(() => {});
-            route();
+            rerender();
           },
         },
         "Sign out",
@@ -128,7 +89,7 @@ function signIn() {
             }
             session.tokens = { ...session.tokens, email: me.email };
             announce("Signed in.", "ok");
-            route();
+            rerender();
           } catch (err) {
             replace(error, h("p", { class: "alert" }, describe(err)));
           }
@@ -174,11 +135,51 @@ async function readiness() {
   return { ok: response.ok, body };
 }
 
-async function overview() {
+// Requests and errors per route ("GET /api/products/{id}") in one metrics reading.
+function byRoute(reading) {
+  const routes = new Map();
+  for (const row of reading?.http || []) {
+    const key = `${row.method} ${row.route}`;
+    const entry = routes.get(key) || { key, total: 0, c4: 0, c5: 0 };
+    entry.total += row.requests;
+    if (row.status >= 500) entry.c5 += row.requests;
+    else if (row.status >= 400) entry.c4 += row.requests;
+    routes.set(key, entry);
+  }
+  return routes;
+}
+
+// Whether `now` follows `before` from the same gateway process: uptime went on and no count
+// went down (a restarted or another replica's gateway starts from zero).
+function continues(before, now) {
+  if (!before || now.uptime_seconds <= before.uptime_seconds) return false;
+  const after = byRoute(now);
+  for (const [key, entry] of byRoute(before)) {
+    if ((after.get(key)?.total || 0) < entry.total) return false;
+  }
+  return true;
+}
+
+function queueTable(q) {
+  return table(
+    "Queue depths",
+    ["Consumer", "Queue", "#Ready", "#Consumers", "#Retrying", "#Dead letters"],
+    (q.queues || []).map((r) => [r.consumer, r.queue, num(String(r.messages)), num(String(r.consumers)), num(String(r.retry_messages)), num(String(r.dead_letters))]),
+  );
+}
+
+function queuesProblem(err) {
+  return err instanceof ApiError && err.status === 404 ? unavailable("Queue depths", "/api/admin/queues") : h("p", { class: "alert" }, describe(err));
+}
+
+const POLL_MS = 5000;
+
+async function overview(visit) {
   const health = h("section", { "aria-labelledby": "health-h" }, h("h2", { id: "health-h" }, "Service health"), spinner());
   const traffic = h("section", { "aria-labelledby": "traffic-h" }, h("h2", { id: "traffic-h" }, "Requests and errors"), spinner());
   const queues = h("section", { "aria-labelledby": "queues-h" }, h("h2", { id: "queues-h" }, "Queues"), spinner());
-  replace(view, h("h1", {}, "Overview"), health, traffic, queues);
+  const refresh = h("button", { type: "button" }, "Refresh now");
+  replace(view, h("h1", {}, "Overview"), h("div", { class: "actions" }, refresh, h("span", { class: "muted" }, `Figures refresh every ${POLL_MS / 1000} s.`)), health, traffic, queues);
 
   const paintHealth = async () => {
     try {
@@ -195,7 +196,8 @@ async function overview() {
     }
   };
 
-  // Rates need two readings of the cumulative counters: the first poll shows totals only.
+  // The counters are cumulative: rates and error shares come from the difference between two
+  // readings, so the first reading shows totals only.
   let previous = null;
   const paintTraffic = async () => {
     let now;
@@ -203,70 +205,65 @@ async function overview() {
       now = await api.get("/api/admin/metrics");
     } catch (err) {
       replace(traffic, h("h2", { id: "traffic-h" }, "Requests and errors"), err instanceof ApiError && err.status === 404 ? unavailable("Traffic", "/api/admin/metrics") : h("p", { class: "alert" }, describe(err)));
-      return false;
+      return;
     }
-    const elapsed = previous ? now.uptime_seconds - previous.uptime_seconds : 0;
-    const byRoute = new Map();
-    for (const row of now.http || []) {
-      const key = `${row.method} ${row.route}`;
-      const entry = byRoute.get(key) || { key, total: 0, c4: 0, c5: 0 };
-      entry.total += row.requests;
-      if (row.status >= 500) entry.c5 += row.requests;
-      else if (row.status >= 400) entry.c4 += row.requests;
-      byRoute.set(key, entry);
-    }
-    const before = new Map();
-    for (const row of previous?.http || []) {
-      const key = `${row.method} ${row.route}`;
-      const entry = before.get(key) || { total: 0, c4: 0, c5: 0 };
-      entry.total += row.requests;
-      if (row.status >= 500) entry.c5 += row.requests;
-      else if (row.status >= 400) entry.c4 += row.requests;
-      before.set(key, entry);
-    }
-    const rate = (n) => (elapsed > 0 ? `${(n / elapsed).toFixed(2)}/s` : "…");
-    const share = (part, all) => (all > 0 ? `${((100 * part) / all).toFixed(1)}%` : "0%");
-    const rows = [...byRoute.values()]
-      .sort((a, b) => b.total - a.total)
+    const before = continues(previous, now) ? byRoute(previous) : null;
+    const elapsed = before ? now.uptime_seconds - previous.uptime_seconds : 0;
+    const perSecond = (n) => (before ? `${(n / elapsed).toFixed(2)}/s` : "…");
+    const share = (part, all) => (all > 0 ? `${((100 * part) / all).toFixed(1)}%` : "–");
+    const rows = [...byRoute(now).values()]
+      .sort((a, b) => b.total - a.total || a.key.localeCompare(b.key))
       .map((e) => {
-        const b = before.get(e.key) || { total: 0, c4: 0, c5: 0 };
-        const dt = e.total - b.total;
-        return [e.key, num(String(e.total)), num(rate(dt)), num(share(previous ? e.c4 - b.c4 : e.c4, previous ? dt : e.total)), num(share(previous ? e.c5 - b.c5 : e.c5, previous ? dt : e.total))];
+        const b = before?.get(e.key) || { total: 0, c4: 0, c5: 0 };
+        // Over the window between the readings, or since the start on the first one.
+        const [all, c4, c5] = [e.total - b.total, e.c4 - b.c4, e.c5 - b.c5];
+        return [e.key, num(String(e.total)), num(perSecond(all)), num(perSecond(c4 + c5)), num(share(c4, all)), num(share(c5, all))];
       });
     const grpc = (now.grpc_client || []).map((r) => [`${r.service.split(".").slice(-1)[0]}/${r.method}`, r.code, num(String(r.requests))]);
+    const window = before ? `rates and error shares over the last ${elapsed.toFixed(1)} s` : `error shares since it started; rates appear with the next reading`;
     replace(
       traffic,
       h("h2", { id: "traffic-h" }, "Requests and errors"),
-      h("p", { class: "muted" }, `Gateway up for ${Math.round(now.uptime_seconds)} s; rates over the last ${elapsed > 0 ? elapsed.toFixed(0) : "–"} s.`),
-      table("HTTP requests by route", ["Route", "#Requests", "#Rate", "#4xx", "#5xx"], rows),
+      h("p", { class: "muted", id: "traffic-window" }, `Gateway up for ${Math.round(now.uptime_seconds)} s; ${window}.`),
+      table("HTTP requests by route", ["Route", "#Requests", "#Requests/s", "#Errors/s", "#4xx share", "#5xx share"], rows),
       h("h3", {}, "gRPC calls from the gateway"),
       table("gRPC calls by method and code", ["Method", "Code", "#Calls"], grpc),
     );
     previous = now;
-    return true;
   };
 
   const paintQueues = async () => {
+    const link = h("p", {}, h("a", { href: "#/events" }, "Dead letters and re-drive"));
     try {
-      const q = await api.get("/api/admin/queues");
-      replace(
-        queues,
-        h("h2", { id: "queues-h" }, "Queues"),
-        table("Queue depths", ["Consumer", "Queue", "#Ready", "#Consumers", "#Retrying", "#Dead letters"], (q.queues || []).map((r) => [r.consumer, r.queue, num(String(r.messages)), num(String(r.consumers)), num(String(r.retry_messages)), num(String(r.dead_letters))])),
-        h("p", {}, h("a", { href: "#/events" }, "Dead letters and re-drive")),
-      );
+      replace(queues, h("h2", { id: "queues-h" }, "Queues"), queueTable(await api.get("/api/admin/queues")), link);
     } catch (err) {
-      replace(queues, h("h2", { id: "queues-h" }, "Queues"), err instanceof ApiError && err.status === 404 ? unavailable("Queue depths", "/api/admin/queues") : h("p", { class: "alert" }, describe(err)), h("p", {}, h("a", { href: "#/events" }, "Dead letters and re-drive")));
+      replace(queues, h("h2", { id: "queues-h" }, "Queues"), queuesProblem(err), link);
     }
   };
 
-  await Promise.all([paintHealth(), paintTraffic(), paintQueues()]);
-  const timer = setInterval(() => {
-    paintHealth();
-    paintTraffic();
-    paintQueues();
-  }, 5000);
-  leave = () => clearInterval(timer);
+  // One reading at a time; "Refresh now" takes one at once and restarts the clock.
+  let timer = null;
+  let busy = null;
+  const paint = () => {
+    busy ||= Promise.all([paintHealth(), paintTraffic(), paintQueues()]).finally(() => {
+      busy = null;
+    });
+    return busy;
+  };
+  const schedule = () => {
+    clearInterval(timer);
+    timer = setInterval(paint, POLL_MS);
+  };
+  visit.onLeave(() => clearInterval(timer));
+  refresh.addEventListener("click", async () => {
+    announce("Refreshing the figures…");
+    schedule();
+    await busy;
+    await paint();
+    announce("Figures refreshed.", "ok");
+  });
+  schedule();
+  await paint();
 }
 
 // ---- orders --------------------------------------------------------------------------------
@@ -544,60 +541,101 @@ async function analytics(query) {
 
 // ---- events: queues and dead letters -------------------------------------------------------
 
-async function events() {
-  let queues;
-  try {
-    const q = await api.get("/api/admin/queues");
-    queues = table("Queue depths", ["Consumer", "Queue", "#Ready", "#Consumers", "#Retrying", "#Dead letters"], (q.queues || []).map((r) => [r.consumer, r.queue, num(String(r.messages)), num(String(r.consumers)), num(String(r.retry_messages)), num(String(r.dead_letters))]));
-  } catch (err) {
-    queues = err instanceof ApiError && err.status === 404 ? unavailable("Queue depths", "/api/admin/queues") : h("p", { class: "alert" }, describe(err));
-  }
-  const dead = await api.get("/api/admin/dead-letters?limit=50");
-  const sections = (dead.consumers || []).map((c) =>
-    h(
-      "section",
-      { "aria-label": `Dead letters of ${c.consumer}` },
-      h("h3", {}, `${c.consumer}: ${c.total} parked`),
-      c.items.length
-        ? table(
-            `Dead letters of ${c.consumer}`,
-            ["Event", "Type", "#Attempts", "Error", "Died", ""],
-            c.items.map((d) => [
-              d.event_id ? d.event_id.slice(0, 13) : "(not an event)",
-              d.event_type,
-              num(String(d.attempts)),
-              d.error,
-              when(d.dead_at),
-              d.event_id
-                ? h(
-                    "button",
-                    {
-                      type: "button",
-                      "aria-label": `Re-drive ${d.event_type} ${d.event_id}`,
-                      onclick: async () => {
-                        try {
-                          await api.post(`/api/admin/dead-letters/${encodeURIComponent(c.consumer)}/${encodeURIComponent(d.event_id)}/redrive`);
-                          announce(`Re-drove ${d.event_type}.`, "ok");
-                          await events();
-                        } catch (err) {
-                          announce(describe(err), "error");
-                        }
-                      },
-                    },
-                    "Re-drive",
-                  )
-                : "",
-            ]),
-          )
-        : h("p", { class: "muted" }, "Nothing parked."),
-    ),
-  );
-  replace(view, h("h1", {}, "Queues and dead letters"), h("h2", {}, "Queues"), queues, h("h2", {}, "Dead letters"), sections.length ? sections : h("p", { class: "muted" }, "No consumers."));
+async function events(visit) {
+  const queues = h("div", {}, spinner());
+  const dead = h("div", {}, spinner());
+  const refresh = h("button", { type: "button" }, "Refresh now");
+  replace(view, h("h1", {}, "Queues and dead letters"), h("div", { class: "actions" }, refresh, h("span", { class: "muted" }, `Figures refresh every ${POLL_MS / 1000} s.`)), h("h2", {}, "Queues"), queues, h("h2", { id: "dead-h", tabindex: "-1" }, "Dead letters"), dead);
+
+  const redrive = async (consumer, d) => {
+    try {
+      await api.post(`/api/admin/dead-letters/${encodeURIComponent(consumer)}/${encodeURIComponent(d.event_id)}/redrive`);
+      announce(`Re-drove ${d.event_type} ${d.event_id.slice(0, 13)} to ${consumer}: it is back in its queue.`, "ok");
+    } catch (err) {
+      announce(describe(err), "error");
+    }
+    await paint();
+    // The button is gone with its row: the reader goes on from the section's heading.
+    document.getElementById("dead-h")?.focus();
+  };
+
+  const paintQueues = async () => {
+    try {
+      replace(queues, queueTable(await api.get("/api/admin/queues")));
+    } catch (err) {
+      replace(queues, queuesProblem(err));
+    }
+  };
+  const paintDead = async () => {
+    let list;
+    try {
+      list = await api.get("/api/admin/dead-letters?limit=50");
+    } catch (err) {
+      replace(dead, h("p", { class: "alert" }, describe(err)));
+      return;
+    }
+    const sections = (list.consumers || []).map((c) =>
+      h(
+        "section",
+        { "aria-label": `Dead letters of ${c.consumer}` },
+        h("h3", {}, `${c.consumer}: ${c.total} parked`),
+        c.items.length
+          ? table(
+              `Dead letters of ${c.consumer}`,
+              ["Event", "Type", "#Attempts", "Error", "Died", ""],
+              c.items.map((d) => [
+                d.event_id ? d.event_id.slice(0, 13) : "(not an event)",
+                d.event_type,
+                num(String(d.attempts)),
+                d.error,
+                when(d.dead_at),
+                d.event_id ? h("button", { type: "button", "aria-label": `Re-drive ${d.event_type} ${d.event_id} for ${c.consumer}`, onclick: () => redrive(c.consumer, d) }, "Re-drive") : "",
+              ]),
+            )
+          : h("p", { class: "muted" }, "Nothing parked."),
+      ),
+    );
+    replace(dead, sections.length ? sections : h("p", { class: "muted" }, "No consumers."));
+  };
+
+  let timer = null;
+  let busy = null;
+  const paint = () => {
+    busy ||= Promise.all([paintQueues(), paintDead()]).finally(() => {
+      busy = null;
+    });
+    return busy;
+  };
+  const schedule = () => {
+    clearInterval(timer);
+    timer = setInterval(paint, POLL_MS);
+  };
+  visit.onLeave(() => clearInterval(timer));
+  refresh.addEventListener("click", async () => {
+    announce("Refreshing the figures…");
+    schedule();
+    await busy;
+    await paint();
+    announce("Figures refreshed.", "ok");
+  });
+  schedule();
+  await paint();
 }
 
 // ---- fault injection -----------------------------------------------------------------------
 
 const SERVICES = ["user", "product", "cart", "order", "payment", "delivery", "notification", "analytics"];
+
+function describeFault(f) {
+  const parts = [];
+  if (f.error_rate > 0) parts.push(`${percent(f.error_rate)} of calls fail`);
+  if (f.latency_ms > 0) parts.push(`${f.latency_ms} ms added`);
+  return `${f.service} ${f.method === "*" ? "(every method)" : f.method}: ${parts.join(", ")}`;
+}
+
+function percent(rate) {
+  return `${Number((100 * rate).toFixed(1))}%`;
+}
 
 async function faults() {
   let state;
@@ -611,34 +649,69 @@ async function faults() {
     throw err;
   }
   const error = h("div", { role: "alert" });
-  const act = async (fn, message) => {
+  const enabled = h("p", {});
+  const active = h("div", {});
+
+  const paint = (s) => {
+    replace(
+      enabled,
+      "Fault injection is ",
+      s.enabled ? h("span", { class: "badge warn" }, "enabled") : h("span", { class: "badge" }, "disabled"),
+      s.enabled ? " on this installation: rules below fail or slow the calls they match, from every caller." : " on this installation: every process must run with FAULT_INJECTION_ENABLED=true for drills.",
+    );
+    replace(
+      active,
+      (s.faults || []).length
+        ? table(
+            "Active faults",
+            ["Service", "Method", "#Added latency", "#Error rate", ""],
+            s.faults.map((f) => [
+              f.service,
+              f.method,
+              num(`${f.latency_ms} ms`),
+              num(percent(f.error_rate)),
+              h("button", { type: "button", "aria-label": `Remove the fault of ${f.service} ${f.method}`, onclick: () => act(() => api.delete(`/api/admin/faults?${new URLSearchParams({ service: f.service, method: f.method })}`), `Fault removed: ${describeFault(f)}.`, true) }, "Remove"),
+            ]),
+          )
+        : h("p", { class: "muted" }, "No faults: every call is served normally."),
+    );
+  };
+
+  // Runs a change, says what it did (or shows why not) and shows the rules now in force.
+  const act = async (fn, message, refocus = false) => {
     replace(error);
     try {
       await fn();
-      announce(message, "ok");
-      await faults();
+    } catch (err) {
+      replace(error, h("p", { class: "alert" }, describe(err)));
+      return;
+    }
+    announce(message, "ok");
+    try {
+      paint(await api.get("/api/admin/faults"));
     } catch (err) {
       replace(error, h("p", { class: "alert" }, describe(err)));
     }
+    // A removed rule takes its button along: the reader goes on from the list's heading.
+    if (refocus) document.getElementById("active-h")?.focus();
   };
+
+  paint(state);
   replace(
     view,
     h("h1", {}, "Fault injection"),
     error,
-    h("p", {}, "Fault injection is ", state.enabled ? h("span", { class: "badge warn" }, "enabled") : h("span", { class: "badge" }, "disabled"), " on this installation."),
-    table(
-      "Active faults",
-      ["Service", "Method", "#Latency (ms)", "#Error rate", ""],
-      (state.faults || []).map((f) => [f.service, f.method, num(String(f.latency_ms)), num(`${(100 * f.error_rate).toFixed(0)}%`), h("button", { type: "button", "aria-label": `Remove the fault of ${f.service} ${f.method}`, onclick: () => act(() => api.delete(`/api/admin/faults?${new URLSearchParams({ service: f.service, method: f.method })}`), "Fault removed.") }, "Remove")]),
-    ),
+    enabled,
+    h("h2", { id: "active-h", tabindex: "-1" }, "Active faults"),
+    active,
     h(
       "form",
       {
         onsubmit: (e) => {
           e.preventDefault();
           const data = formData(e.target);
-          const body = { service: data.service, method: data.method || "*", latency_ms: Number(data.latency_ms || 0), error_rate: Number(data.error_rate || 0) / 100 };
-          act(() => api.put("/api/admin/faults", body), "Fault set.");
+          const body = { service: data.service, method: data.method.trim() || "*", latency_ms: Number(data.latency_ms || 0), error_rate: Number(data.error_rate || 0) / 100 };
+          act(() => api.put("/api/admin/faults", body), `Fault set: ${describeFault(body)}.`);
         },
       },
       h(
@@ -650,10 +723,10 @@ async function faults() {
           { class: "form-grid" },
           field("Service", "service", { type: "select", options: SERVICES.map((s) => [s, s]) }),
           field("Method (or *)", "method", { value: "*", required: true }),
-          field("Added latency (ms)", "latency_ms", { type: "number", min: "0", step: "1", value: "0" }),
-          field("Error rate (%)", "error_rate", { type: "number", min: "0", max: "100", step: "1", value: "0" }),
+          field("Added latency (ms)", "latency_ms", { type: "number", min: "0", max: "30000", step: "1", value: "0" }),
+          field("Error rate (%)", "error_rate", { type: "number", min: "0", max: "100", step: "0.1", value: "0" }),
         ),
-        h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Set fault"), h("button", { type: "button", class: "danger", onclick: () => act(() => api.delete("/api/admin/faults"), "All faults cleared.") }, "Clear all")),
+        h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Set fault"), h("button", { type: "button", class: "danger", onclick: () => act(() => api.delete("/api/admin/faults"), "All faults cleared.", true) }, "Clear all")),
       ),
     ),
   );
@@ -663,5 +736,11 @@ async function faults() {
 
 installSkipLink();
 session.onChange(renderWho);
-window.addEventListener("hashchange", route);
-route();
+rerender = route(routes, view, {
+  beforeRender: () => {
+    renderWho();
+    return session.signedIn ? undefined : signIn;
+  },
+  notFound: () => [h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the overview"))],
+  onError: showError,
+});

@@ -1,6 +1,7 @@
 // The storefront: a hash-routed single page over the REST edge.
 import { Api, ApiError, Session, money, when } from "/common/api.js";
-import { announce, clearStaleStatus, field, focusMain, formData, h, installSkipLink, replace, spinner } from "/common/dom.js";
+import { announce, field, formData, h, installSkipLink, replace } from "/common/dom.js";
+import { route } from "/common/router.js";
 
 const session = new Session("shop");
 const api = new Api(session);
@@ -9,58 +10,21 @@ const PAGE_SIZE = 12;
 
 // Views that need an account send the shopper to sign in first and come back afterwards.
 const routes = [
-  [/^#?\/?$/, catalog],
+  // A view gets its pattern's groups, then the visit: the catalog has none here.
+  [/^#?\/?$/, () => catalog(), { nav: "catalog" }],
   [/^#\/search(\?.*)?$/, catalog],
-  [/^#\/product\/([^/?]+)$/, product],
+  [/^#\/product\/([^/?]+)$/, product, { nav: "catalog" }],
   [/^#\/cart$/, cart],
-  [/^#\/checkout$/, checkout, { account: true }],
+  [/^#\/checkout$/, checkout, { account: true, nav: "cart" }],
   [/^#\/signin$/, signIn],
   [/^#\/signup$/, signUp],
   [/^#\/orders$/, orders, { account: true }],
-  [/^#\/orders\/([^/?]+)$/, order, { account: true }],
+  [/^#\/orders\/([^/?]+)$/, order, { account: true, nav: "orders" }],
   [/^#\/notifications$/, notifications, { account: true }],
 ];
 
-let firstView = true; // The first view keeps the browser's focus (the skip link comes first).
-let leave = null; // Cleanup of the current view (an open tracking stream).
 let returnTo = "#/";
-
-async function route() {
-  if (leave) {
-    leave();
-    leave = null;
-  }
-  const hash = location.hash || "#/";
-  for (const [pattern, render, opts] of routes) {
-    const match = hash.match(pattern);
-    if (!match) continue;
-    if (opts?.account && !session.signedIn) {
-      returnTo = hash;
-      location.hash = "#/signin";
-      return;
-    }
-    markNav(render.name);
-    clearStaleStatus();
-    replace(view, spinner());
-    try {
-      await render(...match.slice(1));
-    } catch (err) {
-      showError(err);
-    }
-    if (!firstView) focusMain();
-    firstView = false;
-    return;
-  }
-  replace(view, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the catalog")));
-}
-
-function markNav(name) {
-  const section = { product: "catalog", checkout: "cart", order: "orders" }[name] || name;
-  for (const link of document.querySelectorAll("header nav a")) {
-    if (link.dataset.route === section) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-  }
-}
+let rerender = () => {}; // Renders the current hash again (set once routing starts, below).
 
 function showError(err) {
   if (err instanceof ApiError && err.status === 401) {
@@ -71,7 +35,14 @@ function showError(err) {
     return;
   }
   const message = err instanceof ApiError ? err.describe() : "The shop could not be reached. Try again in a moment.";
-  replace(view, h("h1", {}, "Something went wrong"), h("p", { class: "alert", role: "alert" }, message));
+  // A service that is down for a moment (503): the same page may well work on a second try.
+  const passing = err instanceof ApiError && err.status === 503;
+  replace(
+    view,
+    h("h1", {}, passing ? "This page is unavailable right now" : "Something went wrong"),
+    h("p", { class: "alert", role: "alert" }, message),
+    passing ? h("p", {}, h("button", { type: "button", onclick: () => rerender() }, "Try again")) : null,
+  );
 }
 
 function renderWho() {
@@ -575,7 +546,7 @@ async function orders() {
 
 const FINAL = new Set(["COMPLETED", "CANCELLED", "REFUNDED"]);
 
-async function order(id) {
+async function order(id, visit) {
   const path = `/api/orders/${encodeURIComponent(id)}`;
   let o = await api.get(path);
   const statusEl = h("p", { id: "order-status", "aria-live": "polite" });
@@ -585,10 +556,10 @@ async function order(id) {
   const cancelBox = h("div", { class: "actions" });
   const controller = new AbortController();
   let stopped = false;
-  leave = () => {
+  visit.onLeave(() => {
     stopped = true;
     controller.abort();
-  };
+  });
 
   const paint = () => {
     replace(statusEl, "Status: ", statusBadge(o.status), o.cancellation_reason ? ` (${label(o.cancellation_reason)}${o.cancellation_note ? `: ${o.cancellation_note}` : ""})` : "");
@@ -698,7 +669,17 @@ async function notifications() {
 
 installSkipLink();
 session.onChange(renderWho);
-window.addEventListener("hashchange", route);
 renderWho();
 refreshCartCount();
-route();
+rerender = route(routes, view, {
+  beforeRender: (hash, options) => {
+    if (options.account && !session.signedIn) {
+      returnTo = hash;
+      location.hash = "#/signin";
+      return false;
+    }
+    return undefined;
+  },
+  notFound: () => [h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the catalog"))],
+  onError: showError,
+});
