@@ -49,6 +49,40 @@ pub use crate::state::{AppState, DrillChannel, Upstream};
 /// How often idle rate-limit buckets are forgotten.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the gateway reads every consumer's queue depths into its metrics.
+const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reads every consumer's queue depths (passive declares) into the gauge
+/// `shopmesh_events_queue_messages{consumer, queue}` (`queue` is `main`, `retry` or
+/// `dead_letter`) and `shopmesh_events_queue_consumers{consumer}`, every
+/// [`QUEUE_DEPTH_INTERVAL`]; a consumer whose queues cannot be read keeps its last figures.
+async fn sample_queue_depths(state: AppState, stop: Shutdown) {
+    let mut ticker = tokio::time::interval(QUEUE_DEPTH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.clone().wait() => return,
+        }
+        for consumer in state.consumers.iter() {
+            let Ok(depth) = shopmesh_platform::events::depth::depth(&state.events, consumer).await
+            else {
+                continue;
+            };
+            for (queue, messages) in [
+                ("main", depth.messages),
+                ("retry", depth.retry_messages),
+                ("dead_letter", depth.dead_letters),
+            ] {
+                metrics::gauge!("shopmesh_events_queue_messages", "consumer" => *consumer, "queue" => queue)
+                    .set(f64::from(messages));
+            }
+            metrics::gauge!("shopmesh_events_queue_consumers", "consumer" => *consumer)
+                .set(f64::from(depth.consumers));
+        }
+    }
+}
+
 /// The OpenAPI document the gateway serves at `/openapi.json` (checked in as docs/openapi.json).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::api().1
@@ -257,6 +291,7 @@ impl Application {
                 }
             }
         });
+        let depths = tokio::spawn(sample_queue_depths(self.state.clone(), shutdown.clone()));
         let app = router(self.state);
         // hyper's own connection builder rather than axum::serve, for the header read timeout.
         let mut builder = Builder::new(TokioExecutor::new());
@@ -308,6 +343,7 @@ impl Application {
             }
         }
         prune.abort();
+        depths.abort();
         Ok(())
     }
 }

@@ -156,6 +156,12 @@ async fn queue_depths_show_a_parked_event_until_it_is_redriven() {
     // addressed: retried, then parked. The customer's registration arrives; the re-driven event
     // goes through and the dead-letter queue is empty again.
     let (ghost, event_id) = park_an_unaddressable_order_paid(&app, &admin).await;
+    // Prometheus sees the parked event too, in the gateway's queue-depth gauges.
+    eventually(
+        "the dead-letter gauge counts the parked event",
+        async || dead_letter_gauge(&app, "notification").await == Some(1.0),
+    )
+    .await;
     register(&app, &ghost).await;
     let redrive = app
         .post(
@@ -170,6 +176,28 @@ async fn queue_depths_show_a_parked_event_until_it_is_redriven() {
         entry["dead_letters"] == 0 && entry["retry_messages"] == 0 && entry["messages"] == 0
     })
     .await;
+    eventually("the dead-letter gauge drops back to 0", async || {
+        dead_letter_gauge(&app, "notification").await == Some(0.0)
+    })
+    .await;
+}
+
+/// `shopmesh_events_queue_messages{consumer, queue="dead_letter"}` in the gateway's metrics.
+async fn dead_letter_gauge(app: &TestApp, consumer: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", app.gateway))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let consumer = format!("consumer=\"{consumer}\"");
+    text.lines()
+        .find(|line| {
+            line.starts_with("shopmesh_events_queue_messages{")
+                && line.contains(&consumer)
+                && line.contains("queue=\"dead_letter\"")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test]
