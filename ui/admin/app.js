@@ -601,7 +601,9 @@ async function events(visit) {
   let timer = null;
   let busy = null;
   const paint = () => {
-    busy ||= Promise.all([paintQueues(), paintDead()]).finally(() => {
+    // One after the other: listing dead letters takes each one out of its queue for a moment
+    // (and puts it back), so a depth read at the same time would not count it.
+    busy ||= paintQueues().then(paintDead).finally(() => {
       busy = null;
     });
     return busy;
